@@ -1,0 +1,413 @@
+"""Mask criteria and pruning against SPEC.md sections 3 and 4, on small NumPy arrays."""
+
+import numpy as np
+import pytest
+
+from tf_lth import masks
+
+QUADRANT = ("large_init_large_final", "small_init_small_final")
+SCORE_CRITERIA = tuple(c for c in masks.CRITERIA if c not in QUADRANT + ("random",))
+
+# SPEC section 4, written out again here so the tests do not read the code's scores.
+SPEC_SCORES = {
+    "large_final": lambda wi, wf, g: np.abs(wf),
+    "small_final": lambda wi, wf, g: -np.abs(wf),
+    "large_init": lambda wi, wf, g: np.abs(wi),
+    "small_init": lambda wi, wf, g: -np.abs(wi),
+    "magnitude_increase": lambda wi, wf, g: np.abs(wf) - np.abs(wi),
+    "movement": lambda wi, wf, g: np.abs(wf - wi),
+    "large_final_same_sign": lambda wi, wf, g: np.abs(wf) * (np.sign(wi) == np.sign(wf)),
+    "large_final_diff_sign": lambda wi, wf, g: np.abs(wf) * (np.sign(wi) != np.sign(wf)),
+    "magnitude_increase_same_sign": lambda wi, wf, g: (np.abs(wf) - np.abs(wi))
+    * (np.sign(wi) == np.sign(wf)),
+    "magnitude_increase_diff_sign": lambda wi, wf, g: (np.abs(wf) - np.abs(wi))
+    * (np.sign(wi) != np.sign(wf)),
+    "snip": lambda wi, wf, g: np.abs(g * wi),
+    "grad": lambda wi, wf, g: np.abs(g),
+}
+
+
+def random_weights(shape, seed=0):
+    rng = np.random.default_rng(seed)
+    return rng.normal(size=shape), rng.normal(size=shape), rng.normal(size=shape)
+
+
+def pruned_values(mask, values):
+    return set(np.asarray(values)[np.asarray(mask) == 0].tolist())
+
+
+def test_criteria_list_matches_spec():
+    assert set(masks.CRITERIA) == set(SPEC_SCORES) | set(QUADRANT) | {"random"}
+    assert len(masks.CRITERIA) == 15
+    assert masks.GRADIENT_CRITERIA == ("snip", "grad")
+
+
+# --- Hand-computed examples -----------------------------------------------------------------
+
+
+def test_large_final_prunes_smallest_two_of_arange():
+    w = np.arange(1, 11, dtype=float)
+    mask = masks.compute_mask("large_final", w, w, np.ones(10), 0.2)
+    assert pruned_values(mask, w) == {1.0, 2.0}
+    assert mask.dtype == np.float32
+
+
+def test_small_final_prunes_largest_two_of_arange():
+    w = np.arange(1, 11, dtype=float)
+    mask = masks.compute_mask("small_final", w, w, np.ones(10), 0.2)
+    assert pruned_values(mask, w) == {9.0, 10.0}
+
+
+def test_large_final_uses_magnitude_not_value():
+    w_final = np.array([-5.0, 1.0, -0.5, 3.0, 0.25])
+    mask = masks.compute_mask("large_final", np.ones(5), w_final, np.ones(5), 0.4)
+    np.testing.assert_array_equal(mask, [1, 0, 0, 1, 1])
+
+
+def test_large_init_and_small_init_read_w_init():
+    w_init = np.array([0.1, -0.9, 0.5, -0.2, 0.7])
+    w_final = np.array([9.0, 0.1, 0.1, 9.0, 0.1])  # would give the opposite answer
+    large = masks.compute_mask("large_init", w_init, w_final, np.ones(5), 0.4)
+    small = masks.compute_mask("small_init", w_init, w_final, np.ones(5), 0.4)
+    np.testing.assert_array_equal(large, [0, 1, 1, 0, 1])
+    np.testing.assert_array_equal(small, [1, 0, 1, 1, 0])
+
+
+def test_magnitude_increase_hand_example():
+    w_init = np.array([1.0, -1.0, 1.0, 1.0, -1.0])
+    w_final = np.array([3.0, 0.5, -2.0, 1.5, -0.1])
+    # abs(w_f) - abs(w_i) = [2, -0.5, 1, 0.5, -0.9]: the two lowest are positions 4 and 1.
+    mask = masks.compute_mask("magnitude_increase", w_init, w_final, np.ones(5), 0.4)
+    np.testing.assert_array_equal(mask, [1, 0, 1, 1, 0])
+
+
+def test_movement_hand_example():
+    w_init = np.array([1.0, -1.0, 1.0, 1.0, -1.0])
+    w_final = np.array([3.0, -0.5, -2.0, 1.2, -2.1])
+    # abs(w_f - w_i) = [2, 0.5, 3, 0.2, 1.1]: the two lowest are positions 3 and 1.
+    mask = masks.compute_mask("movement", w_init, w_final, np.ones(5), 0.4)
+    np.testing.assert_array_equal(mask, [1, 0, 1, 0, 1])
+
+
+SIGN_W_INIT = np.array([1.0, -1.0, 1.0, -1.0, 1.0, -1.0])
+SIGN_W_FINAL = np.array([4.0, 3.0, -2.0, -5.0, 0.5, 6.0])
+# Signs agree at positions 0, 3 and 4 (abs(w_f) 4, 5, 0.5); differ at 1, 2, 5 (3, 2, 6).
+
+
+@pytest.mark.parametrize(
+    "criterion, expected",
+    [
+        # same_sign scores [4, 0, 0, 5, 0.5, 0]: prune the three zeros.
+        ("large_final_same_sign", [1, 0, 0, 1, 1, 0]),
+        # diff_sign scores [0, 3, 2, 0, 0, 6]: prune the three zeros.
+        ("large_final_diff_sign", [0, 1, 1, 0, 0, 1]),
+        # increase [3, 2, 1, 4, -0.5, 5]; same_sign [3, 0, 0, 4, -0.5, 0]: prune 4, then two
+        # of the three zeros at random -- checked below for the sure part only.
+        ("magnitude_increase_diff_sign", [0, 1, 0, 0, 0, 1]),
+    ],
+)
+def test_sign_criteria_hand_examples(criterion, expected):
+    mask = masks.compute_mask(criterion, SIGN_W_INIT, SIGN_W_FINAL, np.ones(6), 0.5)
+    np.testing.assert_array_equal(mask, expected)
+
+
+def test_magnitude_increase_same_sign_prunes_the_shrunk_weight_first():
+    # Scores [3, 0, 0, 4, -0.5, 0]: position 4 goes first, then two of the three zeros.
+    mask = masks.compute_mask(
+        "magnitude_increase_same_sign", SIGN_W_INIT, SIGN_W_FINAL, np.ones(6), 0.5
+    )
+    assert mask[0] == 1 and mask[3] == 1 and mask[4] == 0
+    assert mask[[1, 2, 5]].sum() == 1
+
+
+def test_snip_and_grad_hand_examples():
+    w_init = np.array([1.0, -2.0, 3.0, -4.0, 5.0])
+    grad = np.array([-4.0, 0.5, 1.0, 0.1, -0.01])
+    # snip = abs(g * w_i) = [4, 1, 3, 0.4, 0.05]; grad = abs(g) = [4, 0.5, 1, 0.1, 0.01].
+    snip = masks.compute_mask("snip", w_init, w_init, np.ones(5), 0.6, grad_init=grad)
+    np.testing.assert_array_equal(snip, [1, 0, 1, 0, 0])
+    grad_mask = masks.compute_mask("grad", w_init, w_init, np.ones(5), 0.4, grad_init=grad)
+    np.testing.assert_array_equal(grad_mask, [1, 1, 1, 0, 0])
+    snip_scores = masks.score("snip", w_init, w_init, np.random.default_rng(0), grad)
+    np.testing.assert_allclose(snip_scores, [4, 1, 3, 0.4, 0.05])
+
+
+# Quadrant example, worked out by hand. abs(w_i) is 1..8 row-major; abs(w_f) below.
+QUAD_W_INIT = np.array([[-1.0, 2.0, -3.0, 4.0], [5.0, -6.0, 7.0, -8.0]])
+QUAD_W_FINAL = np.array([[9.0, -1.0, 2.0, 3.0], [-8.0, 7.0, -6.0, 5.0]])
+
+
+def test_large_init_large_final_keeps_the_upper_quadrant():
+    # Prune 4 of 8. The 4th smallest (p = 3) abs(w_i) is 4 and abs(w_f) is 5: weights with
+    # abs(w_i) >= 4 and abs(w_f) >= 5 are exactly row 1. large_final alone would keep the 9.
+    mask = masks.compute_mask(
+        "large_init_large_final", QUAD_W_INIT, QUAD_W_FINAL, np.ones((2, 4)), 0.5
+    )
+    np.testing.assert_array_equal(mask, [[0, 0, 0, 0], [1, 1, 1, 1]])
+
+
+def test_small_init_small_final_keeps_the_lower_quadrant():
+    # On -abs values the 3rd smallest (p = 2) are -6 (init) and -7 (final): keep
+    # abs(w_i) <= 6 and abs(w_f) <= 7, i.e. (0, 1), (0, 2), (0, 3) and (1, 1).
+    mask = masks.compute_mask(
+        "small_init_small_final", QUAD_W_INIT, QUAD_W_FINAL, np.ones((2, 4)), 0.5
+    )
+    np.testing.assert_array_equal(mask, [[0, 1, 1, 1], [0, 1, 0, 0]])
+
+
+def test_quadrant_fix_up_makes_the_count_exact():
+    # Prune 3 of 8: no percentile prunes exactly 3 (p = 2 prunes 2, p = 3 prunes 4), so the
+    # quadrant at p = 2 -- (0, 0), (0, 1) -- is pruned and one more is added among the two
+    # weights the next percentile would prune, (0, 2) and (0, 3).
+    mask = masks.compute_mask(
+        "large_init_large_final", QUAD_W_INIT, QUAD_W_FINAL, np.ones((2, 4)), 0.375
+    )
+    assert mask.sum() == 5
+    assert mask[0, 0] == 0 and mask[0, 1] == 0
+    assert mask[0, 2] + mask[0, 3] == 1
+    np.testing.assert_array_equal(mask[1], [1, 1, 1, 1])
+
+
+@pytest.mark.parametrize("criterion", QUADRANT)
+def test_quadrant_never_prunes_a_weight_that_dominates_a_kept_one(criterion):
+    w_init, w_final, _ = random_weights((30, 20), seed=3)
+    mask = masks.compute_mask(criterion, w_init, w_final, np.ones((30, 20)), 0.37)
+    sign = 1 if criterion == "large_init_large_final" else -1
+    a_init, a_final = sign * np.abs(w_init), sign * np.abs(w_final)
+    kept, pruned = mask == 1, mask == 0
+    # A pruned weight may not beat some kept weight on both init and final magnitude.
+    dominates = (a_init[pruned][:, None] > a_init[kept][None, :]) & (
+        a_final[pruned][:, None] > a_final[kept][None, :]
+    )
+    assert not dominates.any()
+
+
+def test_random_breaks_ties_by_rng():
+    w = np.ones(20)
+    first = masks.compute_mask("large_final", w, w, np.ones(20), 0.5, np.random.default_rng(1))
+    again = masks.compute_mask("large_final", w, w, np.ones(20), 0.5, np.random.default_rng(1))
+    other = masks.compute_mask("large_final", w, w, np.ones(20), 0.5, np.random.default_rng(2))
+    assert first.sum() == 10 and other.sum() == 10
+    np.testing.assert_array_equal(first, again)
+    assert not np.array_equal(first, other)
+
+
+def test_random_criterion_ignores_weights():
+    w = np.arange(1, 101, dtype=float)
+    masks_by_seed = [
+        masks.compute_mask("random", w, w, np.ones(100), 0.5, np.random.default_rng(seed))
+        for seed in range(5)
+    ]
+    assert all(m.sum() == 50 for m in masks_by_seed)
+    # large_final would keep exactly 51..100; random keeps some small ones.
+    assert all(m[:50].sum() > 0 for m in masks_by_seed)
+
+
+# --- Properties for every criterion ---------------------------------------------------------
+
+
+@pytest.mark.parametrize("criterion", masks.CRITERIA)
+def test_prunes_floor_fraction_of_kept_and_never_revives(criterion):
+    w_init, w_final, grad = random_weights((20, 15))
+    rng = np.random.default_rng(0)
+    first = masks.compute_mask(criterion, w_init, w_final, np.ones((20, 15)), 0.2, rng, grad)
+    assert first.shape == (20, 15)
+    assert set(np.unique(first)) <= {0.0, 1.0}
+    assert first.sum() == 300 - 60
+
+    second = masks.compute_mask(criterion, w_init, w_final, first, 0.15, rng, grad)
+    assert second.sum() == 240 - 36  # floor(0.15 * 240)
+    assert np.all(second <= first)
+
+
+@pytest.mark.parametrize("criterion", SCORE_CRITERIA)
+def test_every_pruned_score_is_at_most_every_kept_score(criterion):
+    w_init, w_final, grad = random_weights((12, 10), seed=1)
+    old = np.ones((12, 10))
+    old[0, :] = 0  # pre-pruned weights are not candidates
+    new = masks.compute_mask(criterion, w_init, w_final, old, 0.3, grad_init=grad)
+    spec_scores = SPEC_SCORES[criterion](w_init, w_final, grad)
+    newly_pruned = (old == 1) & (new == 0)
+    assert newly_pruned.sum() == 33  # floor(0.3 * 110)
+    assert spec_scores[newly_pruned].max() <= spec_scores[new == 1].min()
+    np.testing.assert_allclose(
+        masks.score(criterion, w_init, w_final, np.random.default_rng(0), grad), spec_scores
+    )
+
+
+@pytest.mark.parametrize("criterion", masks.CRITERIA)
+def test_num_prune_is_exact_and_one_shot_matches_kept_count(criterion):
+    w_init, w_final, grad = random_weights((25, 8), seed=2)
+    mask = masks.compute_mask(
+        criterion, w_init, w_final, np.ones((25, 8)), 0.0, grad_init=grad, num_prune=123
+    )
+    assert mask.sum() == 200 - 123
+    one_shot = masks.one_shot_mask(criterion, w_init, w_final, 0.2, 3, grad_init=grad)
+    # 200 -> 160 -> 128 -> 103 (floor of 20% each round)
+    assert one_shot.sum() == 103
+
+
+@pytest.mark.parametrize("criterion", masks.CRITERIA)
+def test_zero_fraction_keeps_everything(criterion):
+    w_init, w_final, grad = random_weights((4, 3))
+    mask = masks.compute_mask(criterion, w_init, w_final, np.ones((4, 3)), 0.0, grad_init=grad)
+    np.testing.assert_array_equal(mask, np.ones((4, 3)))
+
+
+# --- Schedule (SPEC section 3) --------------------------------------------------------------
+
+
+def test_num_to_prune_floors_without_float_error():
+    assert masks.num_to_prune(235200, 0.2) == 47040
+    assert masks.num_to_prune(10, 0.2) == 2
+    assert masks.num_to_prune(9, 0.2) == 1
+    assert masks.num_to_prune(1000, 0.15) == 150
+    assert masks.num_to_prune(0, 0.2) == 0
+
+
+def test_kept_count_of_the_first_fc_layer():
+    assert masks.kept_count(235200, 0.2, 0) == 235200
+    assert masks.kept_count(235200, 0.2, 1) == 188160
+    # 188160 -> 150528 -> 150528 - floor(30105.6) = 120423
+    assert masks.kept_count(235200, 0.2, 3) == 120423
+    assert masks.kept_count(1000, 0.1, 2) == 810
+
+
+@pytest.mark.parametrize(
+    "rounds, percent", [(3, 51.3), (7, 21.1), (12, 7.0), (15, 3.6), (18, 1.9)]
+)
+def test_fc_weights_remaining_match_spec(rounds, percent):
+    layers = [(784 * 300, 0.2), (300 * 100, 0.2), (100 * 10, 0.1)]
+    total = sum(size for size, _ in layers)
+    assert total == 266200
+    kept = sum(masks.kept_count(size, rate, rounds) for size, rate in layers)
+    assert abs(100 * kept / total - percent) < 0.1
+
+
+# --- 1x4 blocks -----------------------------------------------------------------------------
+
+
+def test_block_units_layout():
+    units = masks.block_units((6, 2), 4)
+    # Rows 0-3 form one block per column; rows 4 and 5 are single units.
+    np.testing.assert_array_equal(units, [[0, 1], [0, 1], [0, 1], [0, 1], [2, 3], [4, 5]])
+    np.testing.assert_array_equal(masks.block_units((2, 3), 1), [[0, 1, 2], [3, 4, 5]])
+
+
+def test_block_mean_and_expand_blocks():
+    x = np.arange(12, dtype=float).reshape(6, 2)
+    means = masks.block_mean(x, 4)
+    np.testing.assert_allclose(means, [[3, 4], [8, 9], [10, 11]])
+    np.testing.assert_allclose(
+        masks.expand_blocks(means, (6, 2), 4), [[3, 4]] * 4 + [[8, 9], [10, 11]]
+    )
+    conv = np.ones((3, 3, 8, 2))
+    assert masks.block_mean(conv, 4).shape == (3, 3, 2, 2)
+
+
+def test_is_block_structured():
+    mask = np.ones((5, 2))
+    assert masks.is_block_structured(mask, 4)
+    mask[4, 0] = 0  # a remainder row is its own unit
+    assert masks.is_block_structured(mask, 4)
+    mask[1, 1] = 0
+    assert not masks.is_block_structured(mask, 4)
+
+
+def test_block_large_final_hand_example():
+    # Column 0: block mean abs 1 (rows 0-3), singles 0.5 and 9; column 1: block mean 5,
+    # singles 2 and 3. Prune floor(0.3 * 12) = 3 weights: the 0.5 single, then the block of
+    # mean 1 would overshoot (1 + 4 > 3) and is skipped, then singles 2 and 3.
+    w = np.array(
+        [[1.0, 5.0], [1.0, 5.0], [1.0, 5.0], [1.0, 5.0], [0.5, 2.0], [9.0, 3.0]]
+    )
+    mask = masks.compute_mask("large_final", w, w, np.ones((6, 2)), 0.3, block=4)
+    np.testing.assert_array_equal(mask, [[1, 1]] * 4 + [[0, 0], [1, 0]])
+
+
+@pytest.mark.parametrize("criterion", masks.CRITERIA)
+def test_block_masks_have_exact_count_with_remainder_rows(criterion):
+    # Dense kernel (10, 8): 2 blocks and 2 singles per column, 16 singles in all.
+    w_init, w_final, grad = random_weights((10, 8), seed=4)
+    rng = np.random.default_rng(0)
+    first = masks.compute_mask(
+        criterion, w_init, w_final, np.ones((10, 8)), 0.2, rng, grad, block=4
+    )
+    assert masks.is_block_structured(first, 4)
+    assert first.sum() == 80 - 16
+    second = masks.compute_mask(criterion, w_init, w_final, first, 0.2, rng, grad, block=4)
+    assert masks.is_block_structured(second, 4)
+    assert np.all(second <= first)
+    # floor(0.2 * 64) = 12; at most 16 - ... singles were used, and the deficit after the
+    # last whole block is below 4, so singles always fill it here.
+    assert second.sum() == 64 - 12
+
+
+@pytest.mark.parametrize("criterion", masks.CRITERIA)
+def test_block_masks_without_remainder_prune_whole_blocks_below_target(criterion):
+    # Conv kernel (3, 3, 8, 2): 8 input channels are exactly 2 blocks; 144 weights.
+    w_init, w_final, grad = random_weights((3, 3, 8, 2), seed=5)
+    mask = masks.compute_mask(
+        criterion, w_init, w_final, np.ones((3, 3, 8, 2)), 0.2, grad_init=grad, block=4
+    )
+    assert masks.is_block_structured(mask, 4)
+    # Target floor(0.2 * 144) = 28 is a multiple of 4; at 0.1 the target 14 gives 12.
+    assert mask.sum() == 144 - 28
+    mask = masks.compute_mask(
+        criterion, w_init, w_final, np.ones((3, 3, 8, 2)), 0.1, grad_init=grad, block=4
+    )
+    assert mask.sum() == 144 - 12
+
+
+def test_block_unit_with_pruned_weights_stays_partly_pruned():
+    w = np.arange(1, 9, dtype=float).reshape(4, 2) * np.array([1.0, 10.0])
+    old = np.ones((4, 2))
+    old[0, 1] = 0  # not block-constant: column 1's block is kept with 3 weights
+    new = masks.compute_mask("large_final", w, w, old, 0.5, block=4, num_prune=4)
+    # Column 0's block (mean 4) is pruned; column 1's block would overshoot (4 + 3 > 4).
+    np.testing.assert_array_equal(new, [[0, 0], [0, 1], [0, 1], [0, 1]])
+
+
+# --- Errors ---------------------------------------------------------------------------------
+
+
+def test_unknown_criterion_error_lists_allowed_and_received():
+    w = np.ones(4)
+    with pytest.raises(ValueError, match=r"Unknown criterion 'large_fnal'\. Allowed: large_final, "
+                       r"small_final, .* Received: criterion='large_fnal'"):
+        masks.compute_mask("large_fnal", w, w, np.ones(4), 0.2)
+
+
+@pytest.mark.parametrize("fraction", [1.0, -0.1, 1.5])
+def test_fraction_outside_range_raises(fraction):
+    w = np.ones(4)
+    with pytest.raises(ValueError, match=r"fraction must be in \[0, 1\)\. Received: fraction="):
+        masks.compute_mask("large_final", w, w, np.ones(4), fraction)
+
+
+def test_shape_mismatch_raises():
+    with pytest.raises(ValueError, match=r"w_final must have the shape of w_init \(3, 4\)"):
+        masks.compute_mask("large_final", np.ones((3, 4)), np.ones((4, 3)), np.ones((3, 4)), 0.2)
+    with pytest.raises(ValueError, match=r"Received: mask\.shape=\(4,\)"):
+        masks.compute_mask("large_final", np.ones(3), np.ones(3), np.ones(4), 0.2)
+
+
+@pytest.mark.parametrize("criterion", masks.GRADIENT_CRITERIA)
+def test_gradient_criteria_need_grad_init(criterion):
+    w = np.ones(4)
+    with pytest.raises(ValueError, match="needs grad_init"):
+        masks.compute_mask(criterion, w, w, np.ones(4), 0.2)
+
+
+def test_other_argument_errors():
+    w = np.ones((4, 2))
+    with pytest.raises(ValueError, match=r"block must be one of 1, 4\. Received: block=2"):
+        masks.compute_mask("large_final", w, w, np.ones((4, 2)), 0.2, block=2)
+    with pytest.raises(ValueError, match=r"num_prune must be an integer in \[0, 8\]"):
+        masks.compute_mask("large_final", w, w, np.ones((4, 2)), 0.0, num_prune=9)
+    with pytest.raises(ValueError, match="mask must hold only 0 and 1"):
+        masks.compute_mask("large_final", w, w, np.full((4, 2), 0.5), 0.2)
+    with pytest.raises(ValueError, match="keeps a quadrant"):
+        masks.score("large_init_large_final", w, w, np.random.default_rng(0))
+    with pytest.raises(ValueError, match=r"rate must be in \[0, 1\)"):
+        masks.kept_count(100, 1.0, 2)

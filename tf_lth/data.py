@@ -1,0 +1,182 @@
+"""tfds image classification data: decoded once, held in memory, served per epoch.
+
+Core layer of tf_lth. Splits follow SPEC.md section 1: validation examples are carved
+from the end of the training split. The epoch order depends only on (seed, epoch), so a
+run resumed at any iteration sees exactly the batches an uninterrupted run would.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+
+import numpy as np
+
+DEFAULT_VALIDATION_SIZE = {"mnist": 5000, "cifar10": 5000, "fashion_mnist": 5000}
+
+
+class DataError(ValueError):
+    """The dataset cannot be found or read; the message names the flag to fix."""
+
+
+@dataclasses.dataclass
+class Data:
+    """Train, validation and test arrays, images float32 in [0, 1], labels int32."""
+
+    name: str
+    train_images: np.ndarray
+    train_labels: np.ndarray
+    val_images: np.ndarray
+    val_labels: np.ndarray
+    test_images: np.ndarray
+    test_labels: np.ndarray
+    num_classes: int
+
+    @property
+    def image_shape(self) -> tuple:
+        return tuple(self.train_images.shape[1:])
+
+    def steps_per_epoch(self, batch_size: int) -> int:
+        return len(self.train_images) // batch_size
+
+    def epoch_order(self, seed: int, epoch: int) -> np.ndarray:
+        """The permutation of training examples for `epoch`, a function of (seed, epoch)."""
+        return np.random.default_rng([seed, epoch]).permutation(len(self.train_images))
+
+    def train_batches(self, batch_size: int, seed: int, start_iteration: int = 0):
+        """Yields (images, labels) tf tensors forever, starting at `start_iteration`."""
+        import tensorflow as tf
+
+        steps = self.steps_per_epoch(batch_size)
+        if steps == 0:
+            raise DataError(
+                f"--batch_size={batch_size} is larger than the {len(self.train_images)} "
+                "training examples; allowed: 1 to the training set size."
+            )
+        epoch, position = divmod(start_iteration, steps)
+
+        def epoch_dataset(epoch_index, skip_batches):
+            order = self.epoch_order(seed, epoch_index)[: steps * batch_size]
+            order = order[skip_batches * batch_size :]
+            dataset = tf.data.Dataset.from_tensor_slices(
+                (self.train_images[order], self.train_labels[order])
+            )
+            return dataset.batch(batch_size, drop_remainder=True).prefetch(2)
+
+        while True:
+            for batch in epoch_dataset(epoch, position):
+                yield batch
+            epoch, position = epoch + 1, 0
+
+    def eval_batches(self, split: str, batch_size: int = 2500):
+        """Yields (images, labels) numpy batches of the validation or test split."""
+        images, labels = (
+            (self.val_images, self.val_labels)
+            if split == "validation"
+            else (self.test_images, self.test_labels)
+        )
+        for start in range(0, len(images), batch_size):
+            yield images[start : start + batch_size], labels[start : start + batch_size]
+
+
+def _to_float(images: np.ndarray) -> np.ndarray:
+    if images.dtype == np.uint8:
+        return images.astype(np.float32) / 255.0
+    return images.astype(np.float32)
+
+
+def load(
+    name: str,
+    data_dir: str | None = None,
+    validation_size: int | None = None,
+    download: bool = True,
+) -> Data:
+    """Loads a tfds image classification dataset with (image, label) features.
+
+    Reads from `data_dir` (or TFDS_DATA_DIR); downloads when allowed and missing.
+    """
+    import tensorflow_datasets as tfds
+
+    data_dir = data_dir or os.environ.get("TFDS_DATA_DIR") or None
+    if validation_size is None:
+        validation_size = DEFAULT_VALIDATION_SIZE.get(name, 5000)
+    try:
+        builder = tfds.builder(name, data_dir=data_dir)
+    except Exception as error:  # tfds raises DatasetNotFoundError and others
+        raise DataError(
+            f"--dataset={name!r} is not a tfds dataset ({type(error).__name__}); "
+            "allowed: a tfds image classification dataset such as mnist, fashion_mnist, cifar10."
+        ) from None
+    features = builder.info.features
+    if "image" not in features or "label" not in features:
+        raise DataError(
+            f"--dataset={name!r} has no (image, label) features; allowed: a tfds image "
+            "classification dataset such as mnist, fashion_mnist, cifar10."
+        )
+    if not _is_prepared(builder):
+        if not download:
+            raise DataError(
+                f"--dataset={name!r} is not prepared in --data_dir={data_dir!r} and "
+                "downloading is off; allowed: a folder holding tfds' prepared "
+                f"{name} (e.g. DATA_DIR/{name}/VERSION)."
+            )
+        try:
+            builder.download_and_prepare()
+        except Exception as error:
+            raise DataError(
+                f"--dataset={name!r} is not prepared in --data_dir={data_dir!r} and could not "
+                f"be downloaded ({type(error).__name__}); allowed: a data_dir holding the "
+                "prepared dataset, or a machine that can download it."
+            ) from None
+    train = tfds.as_numpy(builder.as_dataset(split="train", batch_size=-1))
+    test = tfds.as_numpy(builder.as_dataset(split="test", batch_size=-1))
+    train_images, train_labels = _to_float(train["image"]), train["label"].astype(np.int32)
+    if not 0 <= validation_size < len(train_images):
+        raise DataError(
+            f"--validation_size={validation_size} must be in [0, {len(train_images)}) for "
+            f"{name}. Received: {validation_size}"
+        )
+    cut = len(train_images) - validation_size
+    return Data(
+        name=name,
+        train_images=train_images[:cut],
+        train_labels=train_labels[:cut],
+        val_images=train_images[cut:],
+        val_labels=train_labels[cut:],
+        test_images=_to_float(test["image"]),
+        test_labels=test["label"].astype(np.int32),
+        num_classes=int(features["label"].num_classes),
+    )
+
+
+def _is_prepared(builder) -> bool:
+    try:
+        return builder.is_prepared() if hasattr(builder, "is_prepared") else bool(
+            builder.info.splits
+        )
+    except Exception:
+        return False
+
+
+def synthetic(
+    image_shape=(32, 32, 3), num_classes: int = 10, num_train: int = 512,
+    num_val: int = 128, num_test: int = 256, seed: int = 0, name: str = "synthetic",
+) -> Data:
+    """Learnable synthetic images: each class is a fixed random pattern plus noise.
+
+    For tests and benchmarks of the convolutional networks where CIFAR-10 is absent.
+    """
+    rng = np.random.default_rng(seed)
+    prototypes = rng.uniform(0.0, 1.0, size=(num_classes,) + tuple(image_shape))
+
+    def split(count):
+        labels = rng.integers(0, num_classes, size=count).astype(np.int32)
+        noise = rng.normal(0.0, 0.25, size=(count,) + tuple(image_shape))
+        images = np.clip(0.6 * prototypes[labels] + 0.4 * noise + 0.2, 0.0, 1.0)
+        return images.astype(np.float32), labels
+
+    train_images, train_labels = split(num_train)
+    val_images, val_labels = split(num_val)
+    test_images, test_labels = split(num_test)
+    return Data(name, train_images, train_labels, val_images, val_labels,
+                test_images, test_labels, num_classes)

@@ -1,0 +1,452 @@
+"""Mask criteria and pruning: which weights a round keeps (SPEC.md sections 3 and 4).
+
+Core layer (DESIGN.md): pure NumPy, no TensorFlow and no model access. Trainers read a
+layer's kernels, call `compute_mask` and assign the result to the layer's `mask` variable.
+
+Every criterion ranks the currently kept *units* of one tensor and prunes the lowest.
+A unit is one weight (`block=1`, as in the paper) or a 1x4 block along axis -2, the input
+axis of a kernel (`block=4`, the granularity LiteRT's sparse kernels run fast on). Ties are
+broken at random with the caller's `rng`, and pruned weights never come back.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+SCORE_CRITERIA: tuple[str, ...] = (
+    "large_final",
+    "small_final",
+    "large_init",
+    "small_init",
+    "magnitude_increase",
+    "movement",
+    "random",
+    "large_final_same_sign",
+    "large_final_diff_sign",
+    "magnitude_increase_same_sign",
+    "magnitude_increase_diff_sign",
+    "snip",
+    "grad",
+)
+QUADRANT_CRITERIA: tuple[str, ...] = ("large_init_large_final", "small_init_small_final")
+CRITERIA: tuple[str, ...] = SCORE_CRITERIA[:4] + QUADRANT_CRITERIA + SCORE_CRITERIA[4:]
+# These need the loss gradient at initialization (`grad_init`).
+GRADIENT_CRITERIA: tuple[str, ...] = ("snip", "grad")
+BLOCK_SIZES: tuple[int, ...] = (1, 4)
+
+# Rates are short decimals (0.1, 0.15, 0.2), so `rate * kept` is exact up to float error
+# far below this; the tolerance keeps 0.2 * 235200 from flooring to 47039.
+_FLOOR_TOLERANCE = 1e-6
+
+
+def _check_choice(argument: str, value: str, allowed: tuple[str, ...], what: str) -> None:
+    if value not in allowed:
+        raise ValueError(
+            f"Unknown {what} {value!r}. Allowed: {', '.join(allowed)}. "
+            f"Received: {argument}={value!r}"
+        )
+
+
+def _check_shape(name: str, array: np.ndarray, shape: tuple[int, ...]) -> None:
+    if array.shape != shape:
+        raise ValueError(
+            f"{name} must have the shape of w_init {shape}. Received: {name}.shape={array.shape}"
+        )
+
+
+def _check_fraction(name: str, value: float) -> None:
+    if not 0.0 <= value < 1.0:
+        raise ValueError(f"{name} must be in [0, 1). Received: {name}={value!r}")
+
+
+def _check_block(block: int, ndim: int) -> None:
+    if block not in BLOCK_SIZES:
+        raise ValueError(
+            f"block must be one of {', '.join(map(str, BLOCK_SIZES))} (weights per unit along "
+            f"the input axis). Received: block={block!r}"
+        )
+    if block > 1 and ndim < 2:
+        raise ValueError(
+            f"block={block} needs a kernel with at least 2 dimensions (blocks run along axis "
+            f"-2). Received: ndim={ndim}"
+        )
+
+
+def _check_mask(name: str, mask: np.ndarray, shape: tuple[int, ...]) -> None:
+    _check_shape(name, mask, shape)
+    if not np.all((mask == 0) | (mask == 1)):
+        bad = np.unique(mask[(mask != 0) & (mask != 1)])[:5]
+        raise ValueError(f"{name} must hold only 0 and 1. Received values: {bad.tolist()}")
+
+
+# --- Units: single weights or 1x4 blocks along axis -2 -------------------------------------
+
+
+def num_units(n: int, block: int) -> int:
+    """Units along an axis of length `n`: `n // block` blocks, then `n % block` singles."""
+    return n // block + n % block
+
+
+def _row_units(n: int, block: int) -> np.ndarray:
+    """The unit index of each of the `n` rows of axis -2."""
+    rows = np.arange(n)
+    full = n // block * block
+    return np.where(rows < full, rows // block, n // block + (rows - full))
+
+
+def _row_starts(n: int, block: int) -> np.ndarray:
+    full = n // block * block
+    return np.concatenate([np.arange(0, full, block), np.arange(full, n)]).astype(np.intp)
+
+
+def _unit_shape(shape: tuple[int, ...], block: int) -> tuple[int, ...]:
+    if block == 1:
+        return tuple(shape)
+    return tuple(shape[:-2]) + (num_units(shape[-2], block), shape[-1])
+
+
+def block_sum(x: np.ndarray, block: int) -> np.ndarray:
+    """Sum of each unit's weights; axis -2 shrinks to `num_units(n, block)`."""
+    x = np.asarray(x)
+    _check_block(block, x.ndim)
+    if block == 1:
+        return x.copy()
+    return np.add.reduceat(x, _row_starts(x.shape[-2], block), axis=-2)
+
+
+def block_mean(x: np.ndarray, block: int) -> np.ndarray:
+    """Mean of each unit's weights; axis -2 shrinks to `num_units(n, block)`.
+
+    Used for per-block scores and for per-block supermask logits. The mean ranks equal-size
+    blocks exactly as the sum does, and puts remainder singles on the same scale.
+    """
+    x = np.asarray(x)
+    _check_block(block, x.ndim)
+    if block == 1:
+        return x.astype(np.result_type(x, np.float32), copy=True)
+    n = x.shape[-2]
+    counts = np.diff(np.append(_row_starts(n, block), n))
+    return block_sum(x, block) / counts.reshape(-1, 1)
+
+
+def expand_blocks(u: np.ndarray, shape: tuple[int, ...], block: int) -> np.ndarray:
+    """Repeat per-unit values `u` back to a kernel of `shape` (the inverse of `block_mean`)."""
+    u = np.asarray(u)
+    shape = tuple(shape)
+    _check_block(block, len(shape))
+    expected = _unit_shape(shape, block)
+    if u.shape != expected:
+        raise ValueError(
+            f"Per-unit values for a kernel of shape {shape} at block={block} must have shape "
+            f"{expected}. Received: u.shape={u.shape}"
+        )
+    if block == 1:
+        return u.copy()
+    return np.take(u, _row_units(shape[-2], block), axis=-2)
+
+
+def block_units(shape: tuple[int, ...], block: int) -> np.ndarray:
+    """An int array of `shape` giving each weight's unit id (row-major over the units)."""
+    unit_shape = _unit_shape(tuple(shape), block)
+    ids = np.arange(math.prod(unit_shape), dtype=np.int64).reshape(unit_shape)
+    return expand_blocks(ids, tuple(shape), block)
+
+
+def is_block_structured(mask: np.ndarray, block: int) -> bool:
+    """Whether `mask` is constant within every unit of `block` weights along axis -2."""
+    mask = np.asarray(mask)
+    _check_block(block, mask.ndim)
+    if block == 1:
+        return True
+    unit_max = np.maximum.reduceat(mask, _row_starts(mask.shape[-2], block), axis=-2)
+    unit_min = np.minimum.reduceat(mask, _row_starts(mask.shape[-2], block), axis=-2)
+    return bool(np.array_equal(unit_max, unit_min))
+
+
+# --- Schedule -------------------------------------------------------------------------------
+
+
+def num_to_prune(kept: int, fraction: float) -> int:
+    """Weights one round prunes from `kept`: floor(fraction x kept) (SPEC section 3)."""
+    if kept < 0:
+        raise ValueError(f"kept must be >= 0. Received: kept={kept!r}")
+    _check_fraction("fraction", fraction)
+    return int(math.floor(fraction * kept + _FLOOR_TOLERANCE))
+
+
+def kept_count(size: int, rate: float, rounds: int) -> int:
+    """Weights a layer of `size` keeps after `rounds` rounds that each prune `rate` of it.
+
+    This is `(1 - rate)^rounds` of `size` with the per-round floor of SPEC section 3; one-shot
+    pruning to the level of p rounds prunes `size - kept_count(size, rate, p)` at once.
+    """
+    if size < 0:
+        raise ValueError(f"size must be >= 0. Received: size={size!r}")
+    if rounds < 0:
+        raise ValueError(f"rounds must be >= 0. Received: rounds={rounds!r}")
+    _check_fraction("rate", rate)
+    kept = int(size)
+    for _ in range(int(rounds)):
+        kept -= num_to_prune(kept, rate)
+    return kept
+
+
+# --- Scores ---------------------------------------------------------------------------------
+
+
+def score(
+    criterion: str,
+    w_init: np.ndarray,
+    w_final: np.ndarray,
+    rng: np.random.Generator,
+    grad_init: np.ndarray | None = None,
+) -> np.ndarray:
+    """Per-weight scores of a score criterion (SPEC section 4); higher scores are kept.
+
+    The two quadrant criteria keep a region rather than rank a score; `compute_mask` handles
+    them.
+    """
+    _check_choice("criterion", criterion, CRITERIA, "criterion")
+    if criterion in QUADRANT_CRITERIA:
+        raise ValueError(
+            f"Criterion {criterion!r} keeps a quadrant and has no per-weight score; use "
+            f"compute_mask. Allowed here: {', '.join(SCORE_CRITERIA)}. "
+            f"Received: criterion={criterion!r}"
+        )
+    w_init = np.asarray(w_init, dtype=np.float64)
+    w_final = np.asarray(w_final, dtype=np.float64)
+    _check_shape("w_final", w_final, w_init.shape)
+    if criterion in GRADIENT_CRITERIA:
+        if grad_init is None:
+            raise ValueError(
+                f"Criterion {criterion!r} needs grad_init, the loss gradient at "
+                f"initialization. Received: grad_init=None"
+            )
+        grad_init = np.asarray(grad_init, dtype=np.float64)
+        _check_shape("grad_init", grad_init, w_init.shape)
+
+    same_sign = np.sign(w_init) == np.sign(w_final)
+    increase = np.abs(w_final) - np.abs(w_init)
+    if criterion == "large_final":
+        return np.abs(w_final)
+    if criterion == "small_final":
+        return -np.abs(w_final)
+    if criterion == "large_init":
+        return np.abs(w_init)
+    if criterion == "small_init":
+        return -np.abs(w_init)
+    if criterion == "magnitude_increase":
+        return increase
+    if criterion == "movement":
+        return np.abs(w_final - w_init)
+    if criterion == "random":
+        return rng.random(w_init.shape)
+    if criterion == "large_final_same_sign":
+        return np.where(same_sign, np.abs(w_final), 0.0)
+    if criterion == "large_final_diff_sign":
+        return np.where(same_sign, 0.0, np.abs(w_final))
+    if criterion == "magnitude_increase_same_sign":
+        return np.where(same_sign, increase, 0.0)
+    if criterion == "magnitude_increase_diff_sign":
+        return np.where(same_sign, 0.0, increase)
+    if criterion == "snip":
+        return np.abs(grad_init * w_init)
+    return np.abs(grad_init)  # grad
+
+
+# --- Pruning --------------------------------------------------------------------------------
+
+
+def _score_order(unit_scores: np.ndarray, candidates: np.ndarray, rng) -> np.ndarray:
+    """Candidate unit ids, lowest score first, ties in random order."""
+    ids = np.flatnonzero(candidates)
+    tie_break = rng.random(ids.size)
+    return ids[np.lexsort((tie_break, unit_scores[ids]))]
+
+
+def _quadrant_order(
+    unit_init: np.ndarray,
+    unit_final: np.ndarray,
+    candidates: np.ndarray,
+    sizes: np.ndarray,
+    target: int,
+    rng,
+) -> np.ndarray:
+    """Candidate unit ids in the order the quadrant rule prunes them.
+
+    With n candidates, the percentile q = 100 p / (n - 1) of a candidate array is its p-th
+    smallest value. A unit survives q if both its values are at or above their tensor's
+    percentile q. The binary search finds the largest p whose pruned weight count does not
+    exceed `target`; those units come first. The fix-up that makes the count exact comes
+    next: the remaining units ordered by min(rank_init, rank_final), the same quantity the
+    percentile rule thresholds (a unit survives p iff that minimum is >= p, where tied
+    values share their highest rank), then at random.
+    """
+    ids = np.flatnonzero(candidates)
+    if ids.size == 0:
+        return ids
+    a_init, a_final, unit_sizes = unit_init[ids], unit_final[ids], sizes[ids]
+    sorted_init, sorted_final = np.sort(a_init), np.sort(a_final)
+
+    def pruned_at(p: int) -> np.ndarray:
+        return (a_init < sorted_init[p]) | (a_final < sorted_final[p])
+
+    low, high = 0, ids.size - 1  # pruned_at(0) is empty, so p = 0 always fits the target
+    while low < high:
+        mid = (low + high + 1) // 2
+        if unit_sizes[pruned_at(mid)].sum() <= target:
+            low = mid
+        else:
+            high = mid - 1
+    first = pruned_at(low)
+    rank = np.minimum(
+        np.searchsorted(sorted_init, a_init, side="right"),
+        np.searchsorted(sorted_final, a_final, side="right"),
+    )
+    tie_break = rng.random(ids.size)
+    return ids[np.lexsort((tie_break, rank, ~first))]
+
+
+def _take_units(order: np.ndarray, sizes: np.ndarray, target: int) -> np.ndarray:
+    """Units to prune: lowest first while the pruned weights stay <= target.
+
+    A unit that would overshoot is skipped, so later smaller units (remainder singles) can
+    still fill the target exactly.
+    """
+    cumulative = np.cumsum(sizes[order])
+    num_prefix = int(np.searchsorted(cumulative, target, side="right"))
+    chosen = list(order[:num_prefix])
+    remaining = target - (int(cumulative[num_prefix - 1]) if num_prefix else 0)
+    rest = order[num_prefix:]
+    while remaining > 0 and rest.size:
+        fits = np.flatnonzero(sizes[rest] <= remaining)
+        if fits.size == 0:
+            break
+        unit = rest[fits[0]]
+        chosen.append(unit)
+        remaining -= int(sizes[unit])
+        rest = rest[fits[0] + 1 :]
+    return np.asarray(chosen, dtype=np.int64)
+
+
+def _prepare(mask, fraction, num_prune, block, shape):
+    """Checks the mask and target; returns (mask, unit sizes, candidate units, target)."""
+    mask = np.asarray(mask, dtype=np.float32)
+    _check_mask("mask", mask, shape)
+    _check_fraction("fraction", fraction)
+    _check_block(block, len(shape))
+    sizes = block_sum(mask.astype(np.int64), block).ravel()
+    kept = int(sizes.sum())
+    if num_prune is None:
+        target = num_to_prune(kept, fraction)
+    else:
+        if int(num_prune) != num_prune or not 0 <= num_prune <= kept:
+            raise ValueError(
+                f"num_prune must be an integer in [0, {kept}] (the weights still kept). "
+                f"Received: num_prune={num_prune!r}"
+            )
+        target = int(num_prune)
+    return mask, sizes, sizes > 0, target
+
+
+def _apply(mask, shape, block, sizes, order, target) -> np.ndarray:
+    unit_kept = sizes > 0
+    unit_kept[_take_units(order, sizes, target)] = False
+    keep = expand_blocks(unit_kept.reshape(_unit_shape(shape, block)), shape, block)
+    # Multiplying by the old mask keeps already-pruned weights of a partly kept unit pruned.
+    return (mask * keep).astype(np.float32)
+
+
+def prune(
+    scores: np.ndarray,
+    mask: np.ndarray,
+    fraction: float,
+    rng: np.random.Generator | None = None,
+    num_prune: int | None = None,
+    block: int = 1,
+) -> np.ndarray:
+    """Prunes the lowest-scored kept units: floor(fraction x kept) weights, or `num_prune`.
+
+    Units of `block` weights are ranked by their mean score. Returns a float32 0/1 mask.
+    """
+    scores = np.asarray(scores, dtype=np.float64)
+    shape = scores.shape
+    mask, sizes, candidates, target = _prepare(mask, fraction, num_prune, block, shape)
+    rng = np.random.default_rng(0) if rng is None else rng
+    order = _score_order(block_mean(scores, block).ravel(), candidates, rng)
+    return _apply(mask, shape, block, sizes, order, target)
+
+
+def compute_mask(
+    criterion: str,
+    w_init: np.ndarray,
+    w_final: np.ndarray,
+    mask: np.ndarray,
+    fraction: float,
+    rng: np.random.Generator | None = None,
+    grad_init: np.ndarray | None = None,
+    num_prune: int | None = None,
+    block: int = 1,
+) -> np.ndarray:
+    """The next mask of one tensor under `criterion` (SPEC section 4).
+
+    Only currently kept weights (mask == 1) are candidates; floor(fraction x kept) of them
+    are pruned, or exactly `num_prune` (one-shot pruning to a level). With `block=4`, whole
+    1x4 units along axis -2 are ranked and pruned, and the target (in weights) is met by
+    skipping units that would overshoot; see `_quadrant_order` for the quadrant criteria.
+
+    Returns:
+        A float32 0/1 array shaped like `w_init`, never 1 where `mask` is 0.
+    """
+    _check_choice("criterion", criterion, CRITERIA, "criterion")
+    w_init = np.asarray(w_init, dtype=np.float64)
+    w_final = np.asarray(w_final, dtype=np.float64)
+    shape = w_init.shape
+    _check_shape("w_final", w_final, shape)
+    mask, sizes, candidates, target = _prepare(mask, fraction, num_prune, block, shape)
+    rng = np.random.default_rng(0) if rng is None else rng
+    if criterion in QUADRANT_CRITERIA:
+        sign = 1.0 if criterion == "large_init_large_final" else -1.0
+        order = _quadrant_order(
+            sign * block_mean(np.abs(w_init), block).ravel(),
+            sign * block_mean(np.abs(w_final), block).ravel(),
+            candidates,
+            sizes,
+            target,
+            rng,
+        )
+    else:
+        scores = score(criterion, w_init, w_final, rng, grad_init=grad_init)
+        order = _score_order(block_mean(scores, block).ravel(), candidates, rng)
+    return _apply(mask, shape, block, sizes, order, target)
+
+
+def one_shot_mask(
+    criterion: str,
+    w_init: np.ndarray,
+    w_final: np.ndarray,
+    rate: float,
+    rounds: int,
+    rng: np.random.Generator | None = None,
+    grad_init: np.ndarray | None = None,
+    block: int = 1,
+) -> np.ndarray:
+    """A dense tensor pruned in one shot to the level of `rounds` rounds at `rate`.
+
+    Used for untrained supermasks and one-shot lottery runs (SPEC sections 3 and 7).
+    """
+    w_init = np.asarray(w_init)
+    target = w_init.size - kept_count(w_init.size, rate, rounds)
+    return compute_mask(
+        criterion,
+        w_init,
+        w_final,
+        np.ones(w_init.shape, dtype=np.float32),
+        0.0,
+        rng=rng,
+        grad_init=grad_init,
+        num_prune=target,
+        block=block,
+    )

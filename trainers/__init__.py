@@ -1,0 +1,112 @@
+"""Experiment drivers of tf_lth: one training loop, many experiments (DESIGN.md)."""
+
+from __future__ import annotations
+
+import functools
+import os
+
+import keras
+import tensorflow as tf
+
+from tf_lth import data as data_lib
+from tf_lth import models
+from tf_lth.config import ConfigError
+
+
+def make_strategy(name: str):
+    """The tf.distribute strategy for --strategy."""
+    if name == "default":
+        return tf.distribute.get_strategy()
+    if name == "mirrored":
+        return tf.distribute.MirroredStrategy()
+    if name == "multi_worker":
+        return tf.distribute.MultiWorkerMirroredStrategy()
+    if name == "tpu":
+        resolver = tf.distribute.cluster_resolver.TPUClusterResolver()
+        tf.config.experimental_connect_to_cluster(resolver)
+        tf.tpu.experimental.initialize_tpu_system(resolver)
+        return tf.distribute.TPUStrategy(resolver)
+    raise ConfigError(f"--strategy={name!r} is not allowed; allowed: default, mirrored, multi_worker, tpu.")
+
+
+def load_data(config):
+    if config.dataset.startswith("synthetic"):
+        shape = (28, 28, 1) if config.dataset == "synthetic_mnist" else (32, 32, 3)
+        return data_lib.synthetic(shape, seed=config.seed, num_train=2000, num_val=200,
+                                  num_test=400, name=config.dataset)
+    return data_lib.load(config.dataset, config.data_dir, config.validation_size,
+                         download=config.download)
+
+
+def model_factory(config, data):
+    """A function building the configured network for `data`'s images."""
+    options = {"mask_block": config.block_size}
+    if config.experiment == "learned_supermask":
+        options.update(
+            supermask=True,
+            weight_transform="signed_constant" if config.supermask_weights == "signed_constant"
+            else "none",
+            constant_multiplier=config.constant_multiplier,
+            dynamic_scaling=config.dynamic_scaling,
+            sigmoid_bias=config.sigmoid_bias,
+            mask_sampling=config.mask_sampling,
+        )
+    return functools.partial(models.build, config.arch, data.image_shape, data.num_classes,
+                             seed=config.seed, **options)
+
+
+def check_compatible(config, data) -> None:
+    """The network must take the dataset's images (raises ConfigError naming both flags)."""
+    shape = data.image_shape
+    if len(shape) != 3:
+        raise ConfigError(
+            f"--dataset={config.dataset!r} has images of shape {shape}; allowed: "
+            "(height, width, channels) images."
+        )
+    if config.arch != "fc":
+        pools = {"conv2": 1, "conv4": 2, "conv6": 3}[config.arch]
+        if min(shape[:2]) < 2 ** pools:
+            raise ConfigError(
+                f"--arch={config.arch!r} cannot take --dataset={config.dataset!r} images of "
+                f"shape {shape}; allowed: images of at least {2 ** pools}x{2 ** pools}."
+            )
+    if config.batch_size > len(data.train_images):
+        raise ConfigError(
+            f"--batch_size={config.batch_size} is larger than the {len(data.train_images)} "
+            "training examples; allowed: 1 to the training set size."
+        )
+
+
+def run(config, data=None, log=print):
+    """Runs the configured experiment in `config.run_dir`; returns its records."""
+    from trainers.lottery import LotteryRun
+    from trainers.supermask import LearnedSupermaskRun, UntrainedSupermaskRun
+
+    if config.experiment == "tfmot_baseline":
+        from trainers.tfmot_baseline import run_baseline
+
+        return run_baseline(config, log=log)
+    if config.deterministic:
+        tf.config.experimental.enable_op_determinism()
+    keras.utils.set_random_seed(config.seed)
+    data = data or load_data(config)
+    check_compatible(config, data)
+    strategy = make_strategy(config.strategy)
+    factory = model_factory(config, data)
+    classes = {
+        "dense": LotteryRun,
+        "lottery": LotteryRun,
+        "learned_supermask": LearnedSupermaskRun,
+        "untrained_supermask": UntrainedSupermaskRun,
+    }
+    experiment = classes[config.experiment](config, data, factory, strategy, log=log)
+    records = experiment.run()
+    if config.experiment in ("lottery", "untrained_supermask"):
+        try:
+            from tf_lth import plot
+
+            plot.plot_runs([config.run_dir], os.path.join(config.run_dir, "plots",
+                                                            f"{config.experiment}.png"))
+        except Exception as error:  # a plot must never lose a finished run
+            log(f"plot skipped: {type(error).__name__}: {error}")
+    return records

@@ -1,0 +1,234 @@
+"""Dense training and lottery-ticket rounds (SPEC.md sections 2 to 6).
+
+Experiment layer of tf_lth. `LotteryRun.run()` reads as a table of contents: round 0
+trains the dense network; each next round computes masks from the previous round's
+files, applies the mask-1 and mask-0 actions, resets, and retrains with the same
+compiled step. Every round is idempotent: a round with a DONE marker is skipped, so
+`--resume` is running again.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+
+import numpy as np
+import tensorflow as tf
+
+from tf_lth import actions, masks, run_files
+from tf_lth.layers import masked_layers
+from tf_lth.models import layer_group
+from trainers import runs
+from trainers.loop import Trainer, mask_summary, model_state, set_model_state
+
+
+class LotteryRun:
+    """Iterative (or one-shot) pruning with rewinding; `--rounds=0` is dense training."""
+
+    def __init__(self, config, data, model_factory, strategy, log=print):
+        self.config = config
+        self.data = data
+        self.strategy = strategy
+        self.log = log
+        with strategy.scope():
+            self.model = model_factory()
+        self.layers = masked_layers(self.model)
+        self.layer_names = [layer.name for layer in self.layers]
+        self.trainer = Trainer(self.model, config.optimizer, config.learning_rate,
+                               config.momentum, strategy=strategy)
+        self.iterations = config.train_iterations(data.steps_per_epoch(config.batch_size))
+        if config.rewind_iteration >= self.iterations:
+            from tf_lth.config import ConfigError
+            raise ConfigError(
+                f"--rewind_iteration={config.rewind_iteration} is beyond the training length "
+                f"of {self.iterations} iterations; allowed: 0 <= rewind_iteration < "
+                f"{self.iterations}."
+            )
+        self.tb_writer = tf.summary.create_file_writer(os.path.join(config.run_dir, "tb"))
+        self.initial_state = model_state(self.model)
+
+    @property
+    def pruned_rounds(self) -> list:
+        if self.config.experiment == "dense" or self.config.rounds == 0:
+            return []
+        return [1] if self.config.one_shot else list(range(1, self.config.rounds + 1))
+
+    def run(self) -> list:
+        """Runs every round not yet done; returns the round records."""
+        self.log(f"run directory: {self.config.run_dir}")
+        for round_index in [0] + self.pruned_rounds:
+            if run_files.is_done(self.config.run_dir, round_index):
+                self.log(f"round {round_index}: already complete, skipped")
+                continue
+            if round_index > 0:
+                self._prune_round(round_index)
+            self._train_round(round_index)
+            records = runs.round_records(self.config.run_dir)
+            runs.write_results(self.config.run_dir, self.config, records)
+        records = runs.round_records(self.config.run_dir)
+        runs.write_results(self.config.run_dir, self.config, records)
+        return records
+
+    # ---- between rounds ------------------------------------------------------------
+    def prune_level(self, round_index: int) -> int:
+        if round_index == 0:
+            return 0
+        return self.config.rounds if self.config.one_shot else round_index
+
+    def _rng(self, round_index: int, purpose: int) -> np.random.Generator:
+        return np.random.default_rng([self.config.seed, round_index, purpose])
+
+    def _reset_state(self) -> dict:
+        """The weights rounds reset to: initial, or those of --rewind_iteration."""
+        folder = run_files.round_dir(self.config.run_dir, 0)
+        name = "rewind.npz" if self.config.rewind_iteration > 0 else "initial.npz"
+        return run_files.load_arrays(os.path.join(folder, name))
+
+    def _prune_round(self, round_index: int) -> None:
+        """Computes the masks and starting values of `round_index` from earlier files."""
+        config = self.config
+        previous = run_files.round_dir(config.run_dir, 0 if config.one_shot else round_index - 1)
+        final_state = run_files.load_arrays(os.path.join(previous, "final.npz"))
+        previous_masks = run_files.load_arrays(os.path.join(previous, "masks.npz"))
+        previous_frozen = run_files.load_arrays(os.path.join(previous, "frozen.npz"))
+        reset_state = self._reset_state()
+        w_init = runs.kernels_from_state(reset_state, self.layer_names)
+        w_final = runs.kernels_from_state(final_state, self.layer_names)
+        gradients = None
+        if config.criterion in masks.GRADIENT_CRITERIA:
+            set_model_state(self.model, reset_state)
+            for layer in self.layers:
+                layer.mask.assign(previous_masks[layer.name])
+            gradients = kernel_gradients(self.model, self.data)
+        rng = self._rng(round_index, 1)
+        set_model_state(self.model, reset_state, source="reset weights")
+        for layer in self.layers:
+            name = layer.name
+            rate = config.rates[layer_group(self.model, layer)]
+            prev_mask = previous_masks[name]
+            kwargs = dict(rng=rng, block=config.block_size,
+                          grad_init=None if gradients is None else gradients[name])
+            if config.one_shot:
+                target = masks.kept_count(prev_mask.size, rate, config.rounds)
+                kwargs["num_prune"] = int(prev_mask.sum()) - target
+            new_mask = masks.compute_mask(config.criterion, w_init[name], w_final[name],
+                                          prev_mask, rate, **kwargs)
+            start, frozen = actions.next_round_values(
+                config.mask_one_action, config.mask_zero_action, w_init[name], w_final[name],
+                new_mask, prev_mask, previous_frozen[name], rng,
+            )
+            layer._kernel.assign(start.astype(np.float32))
+            layer.mask.assign(new_mask.astype(np.float32))
+            layer.frozen.assign(frozen.astype(np.float32))
+
+    # ---- one round of training -----------------------------------------------------
+    def _train_round(self, round_index: int) -> None:
+        config = self.config
+        folder = run_files.round_dir(config.run_dir, round_index)
+        os.makedirs(folder, exist_ok=True)
+        checkpoint_dir = os.path.join(folder, "checkpoint")
+        start_iteration, history = 0, []
+        if os.path.exists(os.path.join(checkpoint_dir, "state.json")):
+            start_iteration, history = self._restore_checkpoint(checkpoint_dir)
+            self.log(f"round {round_index}: resuming at iteration {start_iteration}")
+        else:
+            if round_index == 0:
+                set_model_state(self.model, self.initial_state)
+            self.trainer.reset_optimizer()
+            run_files.save_arrays(os.path.join(folder, "initial.npz"), model_state(self.model))
+            metrics_path = os.path.join(folder, "metrics.jsonl")
+            if os.path.exists(metrics_path):
+                os.unlink(metrics_path)
+        self.trainer.set_learning_rate(config.learning_rate)
+        weights_remaining, layer_fractions = mask_summary(self.model)
+        self.log(f"round {round_index}: {100 * weights_remaining:.2f}% of weights remaining, "
+                 f"{self.iterations} iterations")
+
+        def on_iteration(iteration):
+            if round_index == 0 and iteration == config.rewind_iteration:
+                run_files.save_arrays(os.path.join(folder, "rewind.npz"), model_state(self.model))
+
+        def log_evaluation(record):
+            run_files.append_jsonl(os.path.join(folder, "metrics.jsonl"), record)
+            step = round_index * self.iterations + record["iteration"]
+            with self.tb_writer.as_default(step=step):
+                for key, value in record.items():
+                    if key != "iteration":
+                        tf.summary.scalar(f"round_{round_index:03d}/{key}", value)
+
+        metrics = self.trainer.fit(
+            self.data, self.iterations, config.batch_size, self._data_seed(round_index),
+            config.eval_every, round_index=round_index, label=f"round {round_index}",
+            progress=config.progress, start_iteration=start_iteration, history=history,
+            on_iteration=on_iteration if config.rewind_iteration > 0 else None,
+            checkpoint_every=config.checkpoint_every,
+            save_checkpoint=lambda it, hist: self._save_checkpoint(checkpoint_dir, it, hist),
+            log_evaluation=log_evaluation,
+        )
+        self.tb_writer.flush()
+        history = metrics.pop("history")
+        record = {
+            "round": round_index,
+            "prune_level": self.prune_level(round_index),
+            "criterion": config.criterion if round_index else "dense",
+            "mask_one_action": config.mask_one_action,
+            "mask_zero_action": config.mask_zero_action,
+            "mask_block": config.mask_block,
+            "weights_remaining": weights_remaining,
+            "layers": layer_fractions,
+            **metrics,
+            "evaluations": len(history),
+        }
+        run_files.save_arrays(os.path.join(folder, "final.npz"), model_state(self.model))
+        run_files.save_arrays(os.path.join(folder, "masks.npz"),
+                              {layer.name: np.array(layer.mask) for layer in self.layers})
+        run_files.save_arrays(os.path.join(folder, "frozen.npz"),
+                              {layer.name: np.array(layer.frozen) for layer in self.layers})
+        run_files.write_json(os.path.join(folder, "record.json"), record)
+        if os.path.isdir(checkpoint_dir):
+            shutil.rmtree(checkpoint_dir)
+        run_files.mark_done(config.run_dir, round_index)  # written last: the round is complete
+        best = record["best"]
+        self.log(f"round {round_index}: test accuracy {100 * record['test_accuracy']:.2f}% "
+                 f"(at best validation loss: {100 * best['test_accuracy']:.2f}%, iteration "
+                 f"{best['iteration']}), {record['examples_per_second']:.0f} examples/s")
+
+    def _data_seed(self, round_index: int) -> int:
+        return self.config.seed * 1000 + round_index
+
+    def _save_checkpoint(self, checkpoint_dir: str, iteration: int, history: list) -> None:
+        """Model, optimizer and history at `iteration`, swapped in as one directory."""
+        parent = os.path.dirname(checkpoint_dir)
+        temporary = tempfile.mkdtemp(prefix=".checkpoint-", dir=parent)
+        self.trainer.checkpoint().write(os.path.join(temporary, "ckpt"))
+        run_files.write_json(os.path.join(temporary, "state.json"),
+                             {"iteration": iteration, "history": history})
+        run_files.replace_directory(temporary, checkpoint_dir)
+
+    def _restore_checkpoint(self, checkpoint_dir: str):
+        state = run_files.read_json(os.path.join(checkpoint_dir, "state.json"))
+        try:
+            self.trainer.checkpoint().read(os.path.join(checkpoint_dir, "ckpt")).assert_consumed()
+        except Exception as error:
+            raise run_files.CorruptFileError(
+                f"{checkpoint_dir}/ckpt: corrupt or truncated checkpoint ({type(error).__name__})"
+            ) from None
+        return int(state["iteration"]), list(state["history"])
+
+
+def kernel_gradients(model, data, num_examples: int = 1000) -> dict:
+    """Loss gradient of each masked kernel at the current weights (for snip and grad)."""
+    import keras
+
+    images = tf.constant(data.train_images[:num_examples])
+    labels = tf.constant(data.train_labels[:num_examples])
+    layers = masked_layers(model)
+    with tf.GradientTape() as tape:
+        logits = model(images, training=False)
+        loss = tf.reduce_mean(keras.losses.sparse_categorical_crossentropy(
+            labels, logits, from_logits=True))
+    kernels = [layer._kernel for layer in layers]
+    gradients = tape.gradient(loss, kernels)
+    return {layer.name: np.zeros(layer._kernel.shape, np.float32) if grad is None
+            else np.array(grad) for layer, grad in zip(layers, gradients)}
