@@ -1,0 +1,311 @@
+"""LiteRT (TFLite) flatbuffers: convert, inspect, run and time (DESIGN.md, deployment layer).
+
+Kinds: "tflite" (float32), "tflite_sparse" (float32, sparse-encoded weights),
+"tflite_int8" (int8 weights and activations, float input and output) and
+"tflite_sparse_int8" (both). Only built-in ops are allowed, and every file is checked by
+loading it in LiteRT's default interpreter. Files run with `ai_edge_litert`.
+
+Sparse encoding is not always a win: at low sparsity the index arrays make the file larger
+than the dense one, and LiteRT densifies unstructured sparse weights at load time (only
+fully-connected weights with 1x4 zero blocks, 1x16 for int8, stay sparse while running).
+`convert_with_fallback` keeps the dense file when the sparse one is larger or does not run.
+"""
+
+from __future__ import annotations
+
+import os
+import statistics
+import time
+
+import keras
+import numpy as np
+import tensorflow as tf
+from ai_edge_litert import schema_py_generated as schema
+from ai_edge_litert.interpreter import Interpreter, OpResolverType
+
+from export.bake import check_plain
+
+KINDS = ("tflite", "tflite_sparse", "tflite_int8", "tflite_sparse_int8")
+SPARSE_KINDS = ("tflite_sparse", "tflite_sparse_int8")
+INT8_KINDS = ("tflite_int8", "tflite_sparse_int8")
+DENSE_KIND = {"tflite_sparse": "tflite", "tflite_sparse_int8": "tflite_int8"}
+
+_OP_NAMES = {
+    code: name for name, code in vars(schema.BuiltinOperator).items() if name.isupper()
+}
+
+
+def check_kind(kind: str) -> None:
+    if kind not in KINDS:
+        raise ValueError(f"Unknown kind {kind!r}. Allowed: {', '.join(KINDS)}. Received: kind={kind!r}")
+
+
+def _serving_function(plain_model: keras.Model):
+    """A tf.Module tracking the variables, and a batch-None concrete function of the model."""
+    input_shape = tuple(plain_model.inputs[0].shape[1:])
+    module = tf.Module()
+    # Keras 3 variables wrap tf.Variables; the converter freezes what the module tracks.
+    module.model_variables = [variable.value for variable in plain_model.variables]
+    spec = tf.TensorSpec([None, *input_shape], tf.float32, name="images")
+    module.serve = tf.function(lambda images: plain_model(images, training=False), input_signature=[spec])
+    return module, module.serve.get_concrete_function()
+
+
+def convert(plain_model: keras.Model, kind: str, representative_images=None) -> bytes:
+    """The flatbuffer of `plain_model` for `kind`, built-in ops only, checked by loading.
+
+    int8 kinds need `representative_images` (about 100 training images, float32 in [0, 1])
+    for post-training calibration; input and output stay float32.
+    """
+    check_kind(kind)
+    check_plain(plain_model)
+    module, function = _serving_function(plain_model)
+    converter = tf.lite.TFLiteConverter.from_concrete_functions([function], module)
+    optimizations = []
+    if kind in INT8_KINDS:
+        if representative_images is None or len(representative_images) == 0:
+            raise ValueError(
+                f"kind={kind!r} needs representative_images (about 100 training images) to "
+                "calibrate int8 activations. Received: representative_images=None or empty"
+            )
+        images = np.asarray(representative_images, dtype=np.float32)
+
+        def representative_dataset():
+            for image in images:
+                yield [image[None]]
+
+        optimizations.append(tf.lite.Optimize.DEFAULT)
+        converter.representative_dataset = representative_dataset
+        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+    else:
+        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
+    if kind in SPARSE_KINDS:
+        optimizations.append(tf.lite.Optimize.EXPERIMENTAL_SPARSITY)
+    converter.optimizations = optimizations
+    model_bytes = bytes(converter.convert())
+    check_builtin_ops(model_bytes)
+    return model_bytes
+
+
+def _interpreter(model, num_threads: int = 1, default_delegates: bool = True) -> Interpreter:
+    resolver = (
+        OpResolverType.AUTO if default_delegates else OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
+    )
+    if isinstance(model, (bytes, bytearray)):
+        return Interpreter(
+            model_content=bytes(model), num_threads=num_threads, experimental_op_resolver_type=resolver
+        )
+    if isinstance(model, (str, os.PathLike)):
+        return Interpreter(
+            model_path=os.fspath(model), num_threads=num_threads, experimental_op_resolver_type=resolver
+        )
+    raise ValueError(
+        f"model must be flatbuffer bytes or a path to a .tflite file. Received: model={type(model).__name__}"
+    )
+
+
+def _read(model) -> bytes:
+    if isinstance(model, (bytes, bytearray)):
+        return bytes(model)
+    with open(model, "rb") as stream:
+        return stream.read()
+
+
+def operators(model) -> list:
+    """The ops of the main subgraph, in order: name, and input/output tensor indices."""
+    flatbuffer = schema.Model.GetRootAs(_read(model), 0)
+    codes = []
+    for index in range(flatbuffer.OperatorCodesLength()):
+        code = flatbuffer.OperatorCodes(index)
+        # Codes above 127 live in BuiltinCode; older files use the deprecated byte field.
+        builtin = max(code.BuiltinCode(), code.DeprecatedBuiltinCode())
+        custom = code.CustomCode()
+        codes.append(custom.decode() if custom else _OP_NAMES.get(builtin, f"BUILTIN_{builtin}"))
+    graph = flatbuffer.Subgraphs(0)
+    return [
+        {
+            "op": codes[graph.Operators(index).OpcodeIndex()],
+            "inputs": [int(i) for i in graph.Operators(index).InputsAsNumpy()],
+            "outputs": [int(i) for i in graph.Operators(index).OutputsAsNumpy()],
+        }
+        for index in range(graph.OperatorsLength())
+    ]
+
+
+def check_builtin_ops(model) -> None:
+    """Raises unless every op is a LiteRT built-in and the default interpreter loads it."""
+    names = [item["op"] for item in operators(model)]
+    foreign = sorted({name for name in names if name not in _OP_NAMES.values() or name == "CUSTOM"})
+    if foreign:
+        raise RuntimeError(f"The converted model uses non-built-in (custom or Flex) ops: {foreign}")
+    _interpreter(model).allocate_tensors()  # the default resolver fails on unknown ops
+
+
+def runs_in_default_interpreter(model) -> str | None:
+    """None when one invoke succeeds in LiteRT's default interpreter, else the error text.
+
+    Some valid files fail there: XNNPACK, the default delegate, cannot prepare an int8
+    fully-connected op fed by a DENSIFY op (LiteRT 2.3).
+    """
+    try:
+        interpreter = _interpreter(model)
+        interpreter.allocate_tensors()
+        detail = interpreter.get_input_details()[0]
+        interpreter.set_tensor(detail["index"], np.zeros(detail["shape"], dtype=detail["dtype"]))
+        interpreter.invoke()
+    except (RuntimeError, ValueError) as error:
+        return str(error)
+    return None
+
+
+def weight_storage(model) -> list:
+    """For each FULLY_CONNECTED and CONV_2D op, how LiteRT holds its weights at run time.
+
+    "sparse": the op reads the sparse-encoded tensor itself (its sparse kernel runs);
+    "densified": a DENSIFY op expands it to dense first; "dense": stored dense.
+    `shape` is LiteRT's: (out, in) for fully connected, (out, h, w, in) for conv.
+    """
+    flatbuffer = schema.Model.GetRootAs(_read(model), 0)
+    graph = flatbuffer.Subgraphs(0)
+    ops = operators(model)
+    producer = {output: item["op"] for item in ops for output in item["outputs"]}
+    records = []
+    for item in ops:
+        if item["op"] not in ("FULLY_CONNECTED", "CONV_2D"):
+            continue
+        weights = item["inputs"][1]
+        tensor = graph.Tensors(weights)
+        block = None
+        if producer.get(weights) == "DENSIFY":
+            storage = "densified"
+            tensor = graph.Tensors(next(o["inputs"][0] for o in ops if weights in o["outputs"]))
+        elif tensor.Sparsity() is not None:
+            storage = "sparse"
+        else:
+            storage = "dense"
+        sparsity = tensor.Sparsity()
+        if sparsity is not None and sparsity.BlockMapLength() > 0:
+            last = sparsity.DimMetadata(sparsity.DimMetadataLength() - 1)
+            block = [1, int(last.DenseSize())]
+        records.append(
+            {"op": item["op"], "shape": [int(d) for d in tensor.ShapeAsNumpy()], "storage": storage, "block": block}
+        )
+    return records
+
+
+def _quantize(values: np.ndarray, detail: dict) -> np.ndarray:
+    dtype = detail["dtype"]
+    if dtype == np.float32:
+        return values.astype(np.float32)
+    scale, zero_point = detail["quantization"]
+    info = np.iinfo(dtype)
+    return np.clip(np.round(values / scale + zero_point), info.min, info.max).astype(dtype)
+
+
+def _dequantize(values: np.ndarray, detail: dict) -> np.ndarray:
+    if detail["dtype"] == np.float32:
+        return values.astype(np.float32)
+    scale, zero_point = detail["quantization"]
+    return ((values.astype(np.float32) - zero_point) * scale).astype(np.float32)
+
+
+def run(
+    model,
+    images: np.ndarray,
+    num_threads: int = 1,
+    batch_size: int = 1,
+    default_delegates: bool = True,
+) -> np.ndarray:
+    """Logits of a .tflite model (bytes or path) on `images`, via ai_edge_litert.
+
+    The input is resized to `batch_size` (and to the last, smaller batch) as needed.
+    `default_delegates=False` turns off XNNPACK, LiteRT's default CPU delegate.
+    """
+    if int(batch_size) < 1:
+        raise ValueError(f"batch_size must be a positive int. Received: batch_size={batch_size!r}")
+    images = np.asarray(images, dtype=np.float32)
+    interpreter = _interpreter(model, num_threads, default_delegates)
+    input_detail = interpreter.get_input_details()[0]
+    expected = tuple(int(d) for d in input_detail["shape"][1:])
+    if images.ndim != len(expected) + 1 or tuple(images.shape[1:]) != expected:
+        raise ValueError(
+            f"images must be shaped (batch, {', '.join(map(str, expected))}). "
+            f"Received: images.shape={images.shape}"
+        )
+    outputs = []
+    current = None
+    for start in range(0, len(images), int(batch_size)):
+        batch = images[start : start + int(batch_size)]
+        if current != len(batch):
+            interpreter.resize_tensor_input(input_detail["index"], [len(batch), *expected])
+            interpreter.allocate_tensors()
+            current = len(batch)
+            input_detail = interpreter.get_input_details()[0]
+            output_detail = interpreter.get_output_details()[0]
+        interpreter.set_tensor(input_detail["index"], _quantize(batch, input_detail))
+        interpreter.invoke()
+        outputs.append(_dequantize(interpreter.get_tensor(output_detail["index"]), output_detail))
+    return np.concatenate(outputs, axis=0)
+
+
+def latency_per_example(model, images: np.ndarray, num_threads: int = 1, repeats: int = 3) -> float:
+    """Median seconds of one LiteRT invoke at batch 1 (set input, invoke, read output).
+
+    Warms up on a few images first; every image is timed `repeats` times.
+    """
+    images = np.asarray(images, dtype=np.float32)
+    if len(images) == 0:
+        raise ValueError("latency_per_example needs at least one image. Received: images with 0 rows")
+    interpreter = _interpreter(model, num_threads)
+    input_detail = interpreter.get_input_details()[0]
+    if input_detail["shape"][0] != 1:
+        interpreter.resize_tensor_input(input_detail["index"], [1, *images.shape[1:]])
+    interpreter.allocate_tensors()
+    input_detail = interpreter.get_input_details()[0]
+    output_index = interpreter.get_output_details()[0]["index"]
+    singles = [_quantize(image[None], input_detail) for image in images]
+    for single in singles[:10]:  # warm-up: first invokes prepare kernels and caches
+        interpreter.set_tensor(input_detail["index"], single)
+        interpreter.invoke()
+    times = []
+    for _ in range(int(repeats)):
+        for single in singles:
+            start = time.perf_counter()
+            interpreter.set_tensor(input_detail["index"], single)
+            interpreter.invoke()
+            interpreter.get_tensor(output_index)
+            times.append(time.perf_counter() - start)
+    return float(statistics.median(times))
+
+
+def convert_with_fallback(plain_model: keras.Model, kind: str, representative_images=None) -> tuple:
+    """`(bytes, info)`: for sparse kinds, the sparse file unless the dense one is better.
+
+    The dense file of the same precision is kept when the sparse-encoded one is not smaller
+    (index arrays cost more than the zeros they save at low sparsity) or does not run in
+    LiteRT's default interpreter. `info` records the choice, the reason and both sizes.
+    """
+    check_kind(kind)
+    model_bytes = convert(plain_model, kind, representative_images)
+    if kind not in SPARSE_KINDS:
+        return model_bytes, {"sparse_encoding_used": False, "sparse_encoding_reason": "dense format"}
+    dense_bytes = convert(plain_model, DENSE_KIND[kind], representative_images)
+    info = {
+        "sparse_encoded_size_bytes": len(model_bytes),
+        "dense_encoded_size_bytes": len(dense_bytes),
+    }
+    failure = runs_in_default_interpreter(model_bytes)
+    if len(model_bytes) >= len(dense_bytes):
+        reason = (
+            f"sparse encoding ({len(model_bytes)} bytes) is not smaller than dense "
+            f"({len(dense_bytes)} bytes) at this sparsity; kept the dense file"
+        )
+        return dense_bytes, {"sparse_encoding_used": False, "sparse_encoding_reason": reason, **info}
+    if failure is not None:
+        reason = (
+            "the sparse-encoded file does not run in LiteRT's default interpreter "
+            f"({failure.strip()}); kept the dense file"
+        )
+        return dense_bytes, {"sparse_encoding_used": False, "sparse_encoding_reason": reason, **info}
+    reason = f"sparse encoding is smaller ({len(model_bytes)} vs {len(dense_bytes)} bytes)"
+    return model_bytes, {"sparse_encoding_used": True, "sparse_encoding_reason": reason, **info}
