@@ -20,11 +20,17 @@ def write_bytes(path: str, payload: bytes) -> None:
             stream.write(payload)
             stream.flush()
             os.fsync(stream.fileno())
+        os.chmod(temporary, 0o644)  # mkstemp makes 0600; exports are for others
         os.replace(temporary, path)  # atomic within one filesystem
     except BaseException:
         if os.path.exists(temporary):
             os.unlink(temporary)
         raise
+
+
+def make_readable(path: str) -> None:
+    """Gives a finished temp directory (mkdtemp makes 0700) the usual permissions."""
+    os.chmod(path, 0o755)
 
 
 def directory_size(path: str) -> int:

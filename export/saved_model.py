@@ -19,6 +19,7 @@ import numpy as np
 import tensorflow as tf
 
 from export.bake import check_plain
+from export.files import make_readable
 from tf_lth.run_files import replace_directory
 
 SIGNATURE_KEY = "serving_default"
@@ -67,6 +68,7 @@ def write_saved_model(plain_model: keras.Model, path: str, input_shape) -> str:
     temporary = tempfile.mkdtemp(prefix=".tmp-saved_model-", dir=parent)
     try:
         tf.saved_model.save(module, temporary, signatures={SIGNATURE_KEY: module.serve})
+        make_readable(temporary)
         replace_directory(temporary, path)
     except BaseException:
         shutil.rmtree(temporary, ignore_errors=True)

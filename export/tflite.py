@@ -33,6 +33,7 @@ DENSE_KIND = {"tflite_sparse": "tflite", "tflite_sparse_int8": "tflite_int8"}
 _OP_NAMES = {
     code: name for name, code in vars(schema.BuiltinOperator).items() if name.isupper()
 }
+_BUILTIN_NAMES = frozenset(_OP_NAMES.values()) - {"CUSTOM"}
 
 
 def check_kind(kind: str) -> None:
@@ -135,7 +136,7 @@ def operators(model) -> list:
 def check_builtin_ops(model) -> None:
     """Raises unless every op is a LiteRT built-in and the default interpreter loads it."""
     names = [item["op"] for item in operators(model)]
-    foreign = sorted({name for name in names if name not in _OP_NAMES.values() or name == "CUSTOM"})
+    foreign = sorted({name for name in names if name not in _BUILTIN_NAMES})
     if foreign:
         raise RuntimeError(f"The converted model uses non-built-in (custom or Flex) ops: {foreign}")
     _interpreter(model).allocate_tensors()  # the default resolver fails on unknown ops

@@ -128,8 +128,7 @@ def load(
                 f"be downloaded ({type(error).__name__}); allowed: a data_dir holding the "
                 "prepared dataset, or a machine that can download it."
             ) from None
-    train = tfds.as_numpy(builder.as_dataset(split="train", batch_size=-1))
-    test = tfds.as_numpy(builder.as_dataset(split="test", batch_size=-1))
+    train, test = _read_split(builder, "train"), _read_split(builder, "test")
     train_images, train_labels = _to_float(train["image"]), train["label"].astype(np.int32)
     if not 0 <= validation_size < len(train_images):
         raise DataError(
@@ -147,6 +146,18 @@ def load(
         test_labels=test["label"].astype(np.int32),
         num_classes=int(features["label"].num_classes),
     )
+
+
+def _read_split(builder, split: str) -> dict:
+    """The whole split as numpy arrays (batched reads; tfds mock data breaks batch_size=-1)."""
+    import tensorflow_datasets as tfds
+
+    dataset = builder.as_dataset(split=split).map(lambda item: {"image": item["image"],
+                                                                "label": item["label"]})
+    chunks = list(tfds.as_numpy(dataset.batch(10000)))
+    if not chunks:
+        raise DataError(f"--dataset={builder.name!r}: split {split!r} is empty.")
+    return {key: np.concatenate([chunk[key] for chunk in chunks]) for key in ("image", "label")}
 
 
 def _is_prepared(builder) -> bool:

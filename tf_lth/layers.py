@@ -51,7 +51,10 @@ class MaskedMixin:
         self.mask_sampling = mask_sampling
         self.mask_block = int(mask_block)
         self.seed = seed
-        self.seed_generator = keras.random.SeedGenerator(seed) if supermask else None
+        # A stable name keeps saved variable paths the same in every process.
+        self.seed_generator = (
+            keras.random.SeedGenerator(seed, name=f"{self.name}_seed") if supermask else None
+        )
 
     def _mask_option_config(self):
         return {
@@ -106,14 +109,14 @@ class MaskedMixin:
             return values
         n = self._kernel.shape[-2]
         num_blocks = n // self.mask_block
+        if num_blocks == 0:
+            return values
         axis = len(self._kernel.shape) - 2
-        blocks = ops.repeat(
-            ops.take(values, list(range(num_blocks)), axis=axis), self.mask_block, axis=axis
-        )
+        values = ops.convert_to_tensor(values)
+        blocks = ops.repeat(values[..., :num_blocks, :], self.mask_block, axis=axis)
         if n % self.mask_block == 0:
             return blocks
-        rest = ops.take(values, list(range(num_blocks, values.shape[axis])), axis=axis)
-        return ops.concatenate([blocks, rest], axis=axis)
+        return ops.concatenate([blocks, values[..., num_blocks:, :]], axis=axis)
 
     def raw_weights(self):
         """The kernel after the weight transform (signed constants), before masking."""

@@ -208,7 +208,9 @@ class Trainer:
             if on_iteration is not None:
                 on_iteration(iteration)
             if due(iteration, eval_every, iterations):
-                loss_value = float(self.loss_sum) / max(float(self.loss_count), 1.0)  # sync point
+                # sync point; read_value() also reads a strategy's mirrored variable
+                loss_value = float(self.loss_sum.read_value()) / max(
+                    float(self.loss_count.read_value()), 1.0)
                 if not math.isfinite(loss_value):
                     raise NonFiniteLossError(
                         f"round {round_index}: training loss became {loss_value} between "

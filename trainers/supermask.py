@@ -101,7 +101,7 @@ class UntrainedSupermaskRun:
                 count += len(config.weight_treatments) - len(pending)
                 if not pending:
                     continue
-                rng = np.random.default_rng([config.seed, level, abs(hash(criterion)) % 10007])
+                rng = np.random.default_rng([config.seed, level, masks.CRITERIA.index(criterion)])
                 layer_masks = {}
                 for layer in layers:
                     name = layer.name

@@ -1,0 +1,288 @@
+"""Export every requested format and write `export_report.json` (DESIGN.md, deployment layer).
+
+`export_all` bakes the masked model, writes the SavedModel and LiteRT files into the run's
+`export/` folder, checks each one against the masked Keras model (logit parity for float
+formats, accuracy for int8), measures size and single-example latency, and describes each
+Dense/Conv layer: sparsity, 1x4 block structure, and whether LiteRT runs it sparse.
+Every file is written to a temporary name and renamed; the report is written last.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+
+import keras
+import numpy as np
+
+from export import saved_model as saved_model_lib
+from export import tflite as tflite_lib
+from export.bake import bake, check_supermask_export, expected_supermasks, kernel_layers
+from export.files import directory_size, write_bytes
+from tf_lth.run_files import write_json
+
+FORMATS = ("saved_model",) + tflite_lib.KINDS
+FILE_NAMES = {
+    "saved_model": "saved_model",
+    "tflite": "model.tflite",
+    "tflite_sparse": "model_sparse.tflite",
+    "tflite_int8": "model_int8.tflite",
+    "tflite_sparse_int8": "model_sparse_int8.tflite",
+}
+REPORT_NAME = "export_report.json"
+MAX_EVAL_EXAMPLES = 2000  # accuracy and parity; enough for a 0.05-point resolution
+NUM_LATENCY_EXAMPLES = 200
+NUM_REPRESENTATIVE_IMAGES = 100
+FLOAT_TOLERANCE = 1e-4  # max |logit difference| for float formats
+INT8_MAX_ACCURACY_DROP = 0.01  # one accuracy point
+LITERT_KERNEL_NOTE = (
+    "litert_kernel says whether LiteRT runs the layer with its sparse fully-connected "
+    "kernel: 'sparse' when the exported sparse-encoded file feeds the layer's weights to "
+    "FULLY_CONNECTED still sparse (1x4 zero blocks, 1x16 for int8); 'dense (densified)' "
+    "when they are stored dense or expanded by a DENSIFY op at load time (unstructured "
+    "zeros, and every convolution). Read from the file's structure; it is validated by "
+    "measured latency, not assumed to make the layer faster."
+)
+
+
+def check_formats(formats) -> tuple:
+    """`formats` as a tuple of known names, in the order given, without repeats."""
+    if isinstance(formats, str):
+        formats = [item for item in formats.split(",") if item]
+    formats = tuple(dict.fromkeys(formats or ()))
+    unknown = [item for item in formats if item not in FORMATS]
+    if not formats or unknown:
+        raise ValueError(
+            f"formats must be a non-empty subset of {', '.join(FORMATS)}. "
+            f"Received: formats={list(formats)!r}"
+        )
+    return formats
+
+
+def blocks_1x4(kernel: np.ndarray) -> bool:
+    """True if the input size is a multiple of 4 and every aligned group of 4 input
+    weights of one output unit (axis -2) is all zero or all nonzero."""
+    inputs = kernel.shape[-2]
+    if inputs % 4:
+        return False
+    groups = (kernel != 0).reshape(*kernel.shape[:-2], inputs // 4, 4, kernel.shape[-1])
+    kept = groups.sum(axis=-2)
+    return bool(np.all((kept == 0) | (kept == 4)))
+
+
+def _litert_shape(layer, kernel: np.ndarray) -> list:
+    """The kernel's shape as LiteRT stores it: (out, in) or (out, h, w, in)."""
+    if isinstance(layer, keras.layers.Conv2D):
+        return [kernel.shape[3], kernel.shape[0], kernel.shape[1], kernel.shape[2]]
+    return [kernel.shape[-1], kernel.shape[-2]]
+
+
+def _match_storage(layers: list, kernels: list, records: list) -> list:
+    """Pairs each layer with the first unused LiteRT weight record of its op and shape."""
+    used = set()
+    matched = []
+    for layer, kernel in zip(layers, kernels):
+        op = "CONV_2D" if isinstance(layer, keras.layers.Conv2D) else "FULLY_CONNECTED"
+        shape = _litert_shape(layer, kernel)
+        found = None
+        for index, record in enumerate(records):
+            if index not in used and record["op"] == op and record["shape"] == shape:
+                used.add(index)
+                found = record
+                break
+        matched.append(found)
+    return matched
+
+
+def layer_report(plain_model: keras.Model, sparse_files: dict) -> list:
+    """Per Dense/Conv layer: shape, sparsity, 1x4 blocks and the LiteRT kernel verdict.
+
+    `sparse_files` maps each exported sparse-encoded format to its flatbuffer bytes.
+    """
+    layers = kernel_layers(plain_model)
+    kernels = [np.asarray(layer.kernel.numpy()) for layer in layers]
+    storage = {
+        kind: _match_storage(layers, kernels, tflite_lib.weight_storage(model_bytes))
+        for kind, model_bytes in sparse_files.items()
+    }
+    entries = []
+    for index, (layer, kernel) in enumerate(zip(layers, kernels)):
+        by_format = {
+            kind: (matched[index] or {}).get("storage", "unknown") for kind, matched in storage.items()
+        }
+        sparse_somewhere = any(value == "sparse" for value in by_format.values())
+        entries.append(
+            {
+                "name": layer.name,
+                "type": type(layer).__name__,
+                "kernel_shape": list(kernel.shape),
+                "weights": int(kernel.size),
+                "nonzero_weights": int(np.count_nonzero(kernel)),
+                "sparsity": float(1.0 - np.count_nonzero(kernel) / kernel.size),
+                "blocks_1x4": blocks_1x4(kernel),
+                "litert_kernel": "sparse" if sparse_somewhere else "dense (densified)",
+                "litert_weight_storage": by_format,
+            }
+        )
+    return entries
+
+
+def weights_remaining(plain_model: keras.Model) -> float:
+    """Fraction of nonzero kernel weights over all Dense/Conv kernels."""
+    kernels = [np.asarray(layer.kernel.numpy()) for layer in kernel_layers(plain_model)]
+    total = sum(kernel.size for kernel in kernels)
+    return float(sum(np.count_nonzero(kernel) for kernel in kernels) / max(total, 1))
+
+
+def _check_images(images, input_shape: tuple, argument: str) -> np.ndarray:
+    images = np.asarray(images, dtype=np.float32)
+    if images.ndim != 4 or tuple(images.shape[1:]) != input_shape or len(images) == 0:
+        raise ValueError(
+            f"{argument} must be a non-empty float array shaped (batch, {', '.join(map(str, input_shape))}). "
+            f"Received: {argument}.shape={images.shape}"
+        )
+    return images
+
+
+def _keras_logits(model: keras.Model, images: np.ndarray, batch_size: int = 500) -> np.ndarray:
+    return np.concatenate(
+        [
+            np.asarray(model(images[start : start + batch_size], training=False))
+            for start in range(0, len(images), batch_size)
+        ],
+        axis=0,
+    )
+
+
+def _accuracy(logits: np.ndarray, labels: np.ndarray) -> float:
+    return float(np.mean(np.argmax(logits, axis=-1) == labels))
+
+
+def _evaluate(logits, reference, labels, int8: bool, keras_accuracy: float) -> dict:
+    accuracy = _accuracy(logits, labels)
+    max_diff = float(np.max(np.abs(logits - reference)))
+    if int8:
+        passed = keras_accuracy - accuracy <= INT8_MAX_ACCURACY_DROP + 1e-12
+        criterion = f"test accuracy drop vs Keras <= {INT8_MAX_ACCURACY_DROP * 100:g} point"
+    else:
+        passed = max_diff <= FLOAT_TOLERANCE
+        criterion = f"max_abs_logit_diff <= {FLOAT_TOLERANCE:g}"
+    return {
+        "max_abs_logit_diff": max_diff,
+        "argmax_agreement": float(np.mean(np.argmax(logits, -1) == np.argmax(reference, -1))),
+        "test_accuracy": accuracy,
+        "passed": bool(passed),
+        "pass_criterion": criterion,
+    }
+
+
+def export_all(
+    masked_model: keras.Model,
+    out_dir: str,
+    formats,
+    test_images: np.ndarray,
+    test_labels: np.ndarray,
+    train_images: np.ndarray,
+    input_shape,
+    supermask_export: str = "expected",
+    seed: int = 0,
+) -> dict:
+    """Bakes `masked_model`, writes each format into `out_dir`, checks it, returns the report.
+
+    The reference is the masked Keras model at `training=False` (with expected supermasks
+    for "expected"); for "sample" it is the baked model itself, since the masked model
+    samples a new mask per call. At most 2000 test images are evaluated, 200 timed.
+    `train_images` supplies the int8 calibration images (100 drawn with `seed`).
+    """
+    formats = check_formats(formats)
+    check_supermask_export(supermask_export)
+    input_shape = saved_model_lib.check_input_shape(input_shape)
+    test_images = _check_images(test_images, input_shape, "test_images")[:MAX_EVAL_EXAMPLES]
+    labels = np.asarray(test_labels)
+    if labels.ndim == 2:  # one-hot
+        labels = np.argmax(labels, axis=-1)
+    labels = labels.reshape(-1)[:MAX_EVAL_EXAMPLES]
+    if len(labels) != len(test_images):
+        raise ValueError(
+            f"test_labels must have one label per test image ({len(test_images)}). "
+            f"Received: {len(labels)} labels"
+        )
+    representative = None
+    if any(kind in tflite_lib.INT8_KINDS for kind in formats):
+        if train_images is None:
+            raise ValueError(
+                "int8 formats need train_images to calibrate activations. Received: train_images=None"
+            )
+        train_images = _check_images(train_images, input_shape, "train_images")
+        rng = np.random.default_rng(int(seed))
+        chosen = rng.choice(len(train_images), min(NUM_REPRESENTATIVE_IMAGES, len(train_images)), replace=False)
+        representative = train_images[np.sort(chosen)]
+    latency_images = test_images[:NUM_LATENCY_EXAMPLES]
+
+    expected = supermask_export == "expected"
+    with expected_supermasks(masked_model) if expected else contextlib.nullcontext():
+        masked_logits = _keras_logits(masked_model, test_images)
+    plain = bake(masked_model, supermask_export, seed)
+    baked_logits = _keras_logits(plain, test_images)
+    reference = masked_logits if expected else baked_logits
+    keras_accuracy = _accuracy(reference, labels)
+    remaining = weights_remaining(plain)
+
+    os.makedirs(out_dir, exist_ok=True)
+    results = {}
+    sparse_files = {}
+    for kind in formats:
+        path = os.path.join(out_dir, FILE_NAMES[kind])
+        if kind == "saved_model":
+            saved_model_lib.write_saved_model(plain, path, input_shape)
+            serve = saved_model_lib.load_signature(path)
+            logits = saved_model_lib.predict(serve, test_images)
+            entry = {
+                "file": FILE_NAMES[kind],
+                "size_bytes": directory_size(path),
+                "weights_remaining": remaining,
+                **_evaluate(logits, reference, labels, False, keras_accuracy),
+                "latency_per_example_s": saved_model_lib.latency_per_example(serve, latency_images),
+                "latency_runtime": "TensorFlow SavedModel signature, batch 1, median",
+            }
+        else:
+            model_bytes, info = tflite_lib.convert_with_fallback(plain, kind, representative)
+            write_bytes(path, model_bytes)
+            if info["sparse_encoding_used"]:
+                sparse_files[kind] = model_bytes
+            logits = tflite_lib.run(model_bytes, test_images, num_threads=1, batch_size=250)
+            entry = {
+                "file": FILE_NAMES[kind],
+                "size_bytes": os.path.getsize(path),
+                "weights_remaining": remaining,
+                **_evaluate(logits, reference, labels, kind in tflite_lib.INT8_KINDS, keras_accuracy),
+                "latency_per_example_s": tflite_lib.latency_per_example(
+                    model_bytes, latency_images, num_threads=1, repeats=1
+                ),
+                "latency_runtime": "LiteRT (ai_edge_litert), default delegates, 1 thread, batch 1, median",
+                **info,
+            }
+        results[kind] = entry
+
+    report = {
+        "supermask_export": supermask_export,
+        "seed": int(seed),
+        "input_shape": list(input_shape),
+        "num_test_examples": int(len(test_images)),
+        "num_latency_examples": int(len(latency_images)),
+        "num_representative_images": 0 if representative is None else int(len(representative)),
+        "reference": (
+            "masked Keras model, training=False, expected supermasks"
+            if expected
+            else "baked Keras model (one recorded supermask sample)"
+        ),
+        "keras_test_accuracy": keras_accuracy,
+        "baked_keras_max_abs_logit_diff": float(np.max(np.abs(baked_logits - masked_logits))) if expected else None,
+        "weights_remaining": remaining,
+        "formats": results,
+        "layers": layer_report(plain, sparse_files),
+        "litert_kernel_note": LITERT_KERNEL_NOTE,
+        "passed_all": bool(all(entry["passed"] for entry in results.values())),
+    }
+    write_json(os.path.join(out_dir, REPORT_NAME), report)
+    return report

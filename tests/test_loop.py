@@ -1,0 +1,70 @@
+"""The shared training loop: one trace across rounds, optimizer reset, evaluation."""
+
+import numpy as np
+import pytest
+
+from tf_lth import data as data_lib
+from tf_lth import models
+from tf_lth.layers import masked_layers
+from trainers.loop import Trainer, due
+
+
+@pytest.fixture(scope="module")
+def tiny_data():
+    return data_lib.synthetic((28, 28, 1), num_train=240, num_val=60, num_test=60, seed=1)
+
+
+def test_due_fires_at_multiples_and_at_the_end():
+    assert [i for i in range(1, 11) if due(i, 4, 10)] == [4, 8, 10]
+
+
+def test_step_is_traced_once_across_mask_and_learning_rate_changes(tiny_data):
+    model = models.build("fc", (28, 28, 1), 10, seed=0)
+    trainer = Trainer(model, "adam", 1e-3)
+    trainer.fit(tiny_data, 5, 20, seed=0, eval_every=5, progress=False)
+    traced = trainer.train_tracing_count
+    assert traced == 1
+    rng = np.random.default_rng(0)
+    for round_index in range(3):
+        for layer in masked_layers(model):
+            layer.mask.assign((rng.uniform(size=layer.mask.shape) > 0.2 * round_index)
+                              .astype(np.float32))
+        trainer.set_learning_rate(1e-3 / (round_index + 1))
+        trainer.reset_optimizer()
+        trainer.fit(tiny_data, 5, 20, seed=round_index, eval_every=5, progress=False)
+    assert trainer.train_tracing_count == traced
+
+
+def test_reset_optimizer_zeroes_state_but_keeps_learning_rate(tiny_data):
+    model = models.build("fc", (28, 28, 1), 10, seed=0)
+    trainer = Trainer(model, "adam", 2e-3)
+    trainer.fit(tiny_data, 3, 20, seed=0, eval_every=3, progress=False)
+    assert int(trainer.optimizer.iterations) == 3
+    trainer.reset_optimizer()
+    assert int(trainer.optimizer.iterations) == 0
+    assert all(not np.any(np.array(v)) for v in trainer.optimizer.variables
+               if v.path != trainer.optimizer.learning_rate.path)
+    assert float(trainer.optimizer.learning_rate) == pytest.approx(2e-3)
+
+
+def test_pruned_weights_do_not_move_during_training(tiny_data):
+    model = models.build("fc", (28, 28, 1), 10, seed=0)
+    layer = masked_layers(model)[0]
+    mask = (np.random.default_rng(1).uniform(size=layer.mask.shape) > 0.5).astype(np.float32)
+    layer.mask.assign(mask)
+    before = np.array(layer._kernel)
+    Trainer(model, "adam", 1e-2).fit(tiny_data, 10, 20, seed=0, eval_every=10, progress=False)
+    after = np.array(layer._kernel)
+    assert np.array_equal(after[mask == 0], before[mask == 0])
+    assert np.mean(after[mask == 1] != before[mask == 1]) > 0.5
+
+
+def test_fit_learns_and_reports_best_by_validation_loss(tiny_data):
+    model = models.build("fc", (28, 28, 1), 10, seed=0)
+    metrics = Trainer(model, "adam", 1e-3).fit(tiny_data, 60, 20, seed=0, eval_every=20,
+                                               progress=False)
+    history = metrics["history"]
+    assert [record["iteration"] for record in history] == [0, 20, 40, 60]
+    best = min(history, key=lambda record: record["val_loss"])
+    assert metrics["best"]["iteration"] == best["iteration"]
+    assert metrics["test_accuracy"] > 0.5  # prototypes plus noise: far above 10% chance
