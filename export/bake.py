@@ -9,11 +9,12 @@ are fixed to one mask (SPEC.md section 7). Nothing of tf_lth is needed to load t
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Iterator
 
 import keras
 import numpy as np
 
-from tf_lth.layers import MASKED_LAYERS, MaskedConv2D, MaskedDense, masked_layers
+from tf_lth.layers import MASKED_LAYERS, MaskedDense, masked_layers
 
 SUPERMASK_EXPORTS = ("expected", "sample")
 
@@ -157,7 +158,7 @@ def bake(model: keras.Model, supermask_export: str = "expected", seed: int = 0) 
 
 
 @contextlib.contextmanager
-def expected_supermasks(model: keras.Model):
+def expected_supermasks(model: keras.Model) -> Iterator[keras.Model]:
     """Within the block, every supermask layer evaluates with its expected mask."""
     layers = [layer for layer in masked_layers(model) if layer.supermask]
     previous = [float(layer.use_expected_mask.numpy()) for layer in layers]

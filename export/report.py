@@ -18,7 +18,8 @@ import numpy as np
 from export import saved_model as saved_model_lib
 from export import tflite as tflite_lib
 from export.bake import bake, check_supermask_export, expected_supermasks, kernel_layers
-from export.files import directory_size, write_bytes
+# run_files has no public bytes writer; its atomic one (temp file, fsync, rename) is reused.
+from tf_lth.run_files import _atomic_write_bytes as write_bytes
 from tf_lth.run_files import write_json
 
 FORMATS = ("saved_model",) + tflite_lib.KINDS
@@ -108,7 +109,8 @@ def layer_report(plain_model: keras.Model, sparse_files: dict) -> list:
     entries = []
     for index, (layer, kernel) in enumerate(zip(layers, kernels)):
         by_format = {
-            kind: (matched[index] or {}).get("storage", "unknown") for kind, matched in storage.items()
+            kind: (matched[index] or {}).get("storage", "unknown")
+            for kind, matched in storage.items()
         }
         sparse_somewhere = any(value == "sparse" for value in by_format.values())
         entries.append(
@@ -134,12 +136,20 @@ def weights_remaining(plain_model: keras.Model) -> float:
     return float(sum(np.count_nonzero(kernel) for kernel in kernels) / max(total, 1))
 
 
+def _directory_size(path: str) -> int:
+    return sum(
+        os.path.getsize(os.path.join(folder, name))
+        for folder, _, names in os.walk(path)
+        for name in names
+    )
+
+
 def _check_images(images, input_shape: tuple, argument: str) -> np.ndarray:
     images = np.asarray(images, dtype=np.float32)
     if images.ndim != 4 or tuple(images.shape[1:]) != input_shape or len(images) == 0:
         raise ValueError(
-            f"{argument} must be a non-empty float array shaped (batch, {', '.join(map(str, input_shape))}). "
-            f"Received: {argument}.shape={images.shape}"
+            f"{argument} must be a non-empty float array shaped "
+            f"(batch, {', '.join(map(str, input_shape))}). Received: {argument}.shape={images.shape}"
         )
     return images
 
@@ -211,11 +221,13 @@ def export_all(
     if any(kind in tflite_lib.INT8_KINDS for kind in formats):
         if train_images is None:
             raise ValueError(
-                "int8 formats need train_images to calibrate activations. Received: train_images=None"
+                "int8 formats need train_images to calibrate activations. "
+                "Received: train_images=None"
             )
         train_images = _check_images(train_images, input_shape, "train_images")
         rng = np.random.default_rng(int(seed))
-        chosen = rng.choice(len(train_images), min(NUM_REPRESENTATIVE_IMAGES, len(train_images)), replace=False)
+        count = min(NUM_REPRESENTATIVE_IMAGES, len(train_images))
+        chosen = rng.choice(len(train_images), count, replace=False)
         representative = train_images[np.sort(chosen)]
     latency_images = test_images[:NUM_LATENCY_EXAMPLES]
 
@@ -239,7 +251,7 @@ def export_all(
             logits = saved_model_lib.predict(serve, test_images)
             entry = {
                 "file": FILE_NAMES[kind],
-                "size_bytes": directory_size(path),
+                "size_bytes": _directory_size(path),
                 "weights_remaining": remaining,
                 **_evaluate(logits, reference, labels, False, keras_accuracy),
                 "latency_per_example_s": saved_model_lib.latency_per_example(serve, latency_images),
@@ -255,11 +267,14 @@ def export_all(
                 "file": FILE_NAMES[kind],
                 "size_bytes": os.path.getsize(path),
                 "weights_remaining": remaining,
-                **_evaluate(logits, reference, labels, kind in tflite_lib.INT8_KINDS, keras_accuracy),
+                **_evaluate(
+                    logits, reference, labels, kind in tflite_lib.INT8_KINDS, keras_accuracy
+                ),
                 "latency_per_example_s": tflite_lib.latency_per_example(
                     model_bytes, latency_images, num_threads=1, repeats=1
                 ),
-                "latency_runtime": "LiteRT (ai_edge_litert), default delegates, 1 thread, batch 1, median",
+                "latency_runtime": "LiteRT (ai_edge_litert), default delegates, 1 thread, "
+                "batch 1, median",
                 **info,
             }
         results[kind] = entry
@@ -277,7 +292,9 @@ def export_all(
             else "baked Keras model (one recorded supermask sample)"
         ),
         "keras_test_accuracy": keras_accuracy,
-        "baked_keras_max_abs_logit_diff": float(np.max(np.abs(baked_logits - masked_logits))) if expected else None,
+        "baked_keras_max_abs_logit_diff": (
+            float(np.max(np.abs(baked_logits - masked_logits))) if expected else None
+        ),
         "weights_remaining": remaining,
         "formats": results,
         "layers": layer_report(plain, sparse_files),

@@ -13,13 +13,13 @@ import shutil
 import statistics
 import tempfile
 import time
+from collections.abc import Callable
 
 import keras
 import numpy as np
 import tensorflow as tf
 
 from export.bake import check_plain
-from export.files import make_readable
 from tf_lth.run_files import replace_directory
 
 SIGNATURE_KEY = "serving_default"
@@ -40,21 +40,29 @@ def check_input_shape(input_shape) -> tuple:
     return shape
 
 
-class _Serving(tf.Module):
-    """Holds the model's variables and the serving function."""
+def serving_module(
+    plain_model: keras.Model, input_shape, with_probabilities: bool = True
+) -> tf.Module:
+    """A tf.Module that tracks the model's variables and has `serve(images)`, batch None.
 
-    def __init__(self, model: keras.Model, input_shape: tuple):
-        super().__init__(name="serving")
-        # Keras 3 variables wrap tf.Variables; tracking the tf.Variables saves them.
-        self.model_variables = [variable.value for variable in model.variables]
-        spec = tf.TensorSpec([None, *input_shape], tf.float32, name=INPUT_NAME)
+    `serve` returns `{"logits", "probabilities"}`, or the logits tensor alone when
+    `with_probabilities` is False (what the LiteRT converter takes).
+    """
+    input_shape = check_input_shape(input_shape)
+    module = tf.Module(name="serving")
+    # Keras 3 variables wrap tf.Variables; tracking those is what saves (or freezes) them.
+    module.model_variables = [variable.value for variable in plain_model.variables]
+    spec = tf.TensorSpec([None, *input_shape], tf.float32, name=INPUT_NAME)
 
-        @tf.function(input_signature=[spec])
-        def serve(images):
-            logits = model(images, training=False)
-            return {"logits": logits, "probabilities": tf.nn.softmax(logits, axis=-1)}
+    @tf.function(input_signature=[spec])
+    def serve(images):
+        logits = plain_model(images, training=False)
+        if not with_probabilities:
+            return logits
+        return {"logits": logits, "probabilities": tf.nn.softmax(logits, axis=-1)}
 
-        self.serve = serve
+    module.serve = serve
+    return module
 
 
 def write_saved_model(plain_model: keras.Model, path: str, input_shape) -> str:
@@ -64,11 +72,11 @@ def write_saved_model(plain_model: keras.Model, path: str, input_shape) -> str:
     path = os.path.abspath(path)
     parent = os.path.dirname(path)
     os.makedirs(parent, exist_ok=True)
-    module = _Serving(plain_model, input_shape)
+    module = serving_module(plain_model, input_shape)
     temporary = tempfile.mkdtemp(prefix=".tmp-saved_model-", dir=parent)
     try:
         tf.saved_model.save(module, temporary, signatures={SIGNATURE_KEY: module.serve})
-        make_readable(temporary)
+        os.chmod(temporary, 0o755)  # mkdtemp makes 0700; servers may run as another user
         replace_directory(temporary, path)
     except BaseException:
         shutil.rmtree(temporary, ignore_errors=True)
@@ -76,7 +84,7 @@ def write_saved_model(plain_model: keras.Model, path: str, input_shape) -> str:
     return path
 
 
-def load_signature(path: str):
+def load_signature(path: str) -> Callable:
     """The `serving_default` function of the SavedModel at `path`."""
     return tf.saved_model.load(path).signatures[SIGNATURE_KEY]
 

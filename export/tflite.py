@@ -24,6 +24,7 @@ from ai_edge_litert import schema_py_generated as schema
 from ai_edge_litert.interpreter import Interpreter, OpResolverType
 
 from export.bake import check_plain
+from export.saved_model import serving_module
 
 KINDS = ("tflite", "tflite_sparse", "tflite_int8", "tflite_sparse_int8")
 SPARSE_KINDS = ("tflite_sparse", "tflite_sparse_int8")
@@ -38,18 +39,9 @@ _BUILTIN_NAMES = frozenset(_OP_NAMES.values()) - {"CUSTOM"}
 
 def check_kind(kind: str) -> None:
     if kind not in KINDS:
-        raise ValueError(f"Unknown kind {kind!r}. Allowed: {', '.join(KINDS)}. Received: kind={kind!r}")
-
-
-def _serving_function(plain_model: keras.Model):
-    """A tf.Module tracking the variables, and a batch-None concrete function of the model."""
-    input_shape = tuple(plain_model.inputs[0].shape[1:])
-    module = tf.Module()
-    # Keras 3 variables wrap tf.Variables; the converter freezes what the module tracks.
-    module.model_variables = [variable.value for variable in plain_model.variables]
-    spec = tf.TensorSpec([None, *input_shape], tf.float32, name="images")
-    module.serve = tf.function(lambda images: plain_model(images, training=False), input_signature=[spec])
-    return module, module.serve.get_concrete_function()
+        raise ValueError(
+            f"Unknown kind {kind!r}. Allowed: {', '.join(KINDS)}. Received: kind={kind!r}"
+        )
 
 
 def convert(plain_model: keras.Model, kind: str, representative_images=None) -> bytes:
@@ -60,8 +52,10 @@ def convert(plain_model: keras.Model, kind: str, representative_images=None) -> 
     """
     check_kind(kind)
     check_plain(plain_model)
-    module, function = _serving_function(plain_model)
-    converter = tf.lite.TFLiteConverter.from_concrete_functions([function], module)
+    module = serving_module(plain_model, plain_model.inputs[0].shape[1:], with_probabilities=False)
+    converter = tf.lite.TFLiteConverter.from_concrete_functions(
+        [module.serve.get_concrete_function()], module
+    )
     optimizations = []
     if kind in INT8_KINDS:
         if representative_images is None or len(representative_images) == 0:
@@ -89,19 +83,17 @@ def convert(plain_model: keras.Model, kind: str, representative_images=None) -> 
 
 
 def _interpreter(model, num_threads: int = 1, default_delegates: bool = True) -> Interpreter:
-    resolver = (
-        OpResolverType.AUTO if default_delegates else OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
-    )
+    resolver = OpResolverType.AUTO
+    if not default_delegates:
+        resolver = OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
+    options = {"num_threads": int(num_threads), "experimental_op_resolver_type": resolver}
     if isinstance(model, (bytes, bytearray)):
-        return Interpreter(
-            model_content=bytes(model), num_threads=num_threads, experimental_op_resolver_type=resolver
-        )
+        return Interpreter(model_content=bytes(model), **options)
     if isinstance(model, (str, os.PathLike)):
-        return Interpreter(
-            model_path=os.fspath(model), num_threads=num_threads, experimental_op_resolver_type=resolver
-        )
+        return Interpreter(model_path=os.fspath(model), **options)
     raise ValueError(
-        f"model must be flatbuffer bytes or a path to a .tflite file. Received: model={type(model).__name__}"
+        "model must be flatbuffer bytes or a path to a .tflite file. "
+        f"Received: model={type(model).__name__}"
     )
 
 
@@ -188,9 +180,8 @@ def weight_storage(model) -> list:
         if sparsity is not None and sparsity.BlockMapLength() > 0:
             last = sparsity.DimMetadata(sparsity.DimMetadataLength() - 1)
             block = [1, int(last.DenseSize())]
-        records.append(
-            {"op": item["op"], "shape": [int(d) for d in tensor.ShapeAsNumpy()], "storage": storage, "block": block}
-        )
+        shape = [int(dim) for dim in tensor.ShapeAsNumpy()]
+        records.append({"op": item["op"], "shape": shape, "storage": storage, "block": block})
     return records
 
 
@@ -256,7 +247,9 @@ def latency_per_example(model, images: np.ndarray, num_threads: int = 1, repeats
     """
     images = np.asarray(images, dtype=np.float32)
     if len(images) == 0:
-        raise ValueError("latency_per_example needs at least one image. Received: images with 0 rows")
+        raise ValueError(
+            "latency_per_example needs at least one image. Received: images with 0 rows"
+        )
     interpreter = _interpreter(model, num_threads)
     input_detail = interpreter.get_input_details()[0]
     if input_detail["shape"][0] != 1:
@@ -291,22 +284,22 @@ def convert_with_fallback(plain_model: keras.Model, kind: str, representative_im
     if kind not in SPARSE_KINDS:
         return model_bytes, {"sparse_encoding_used": False, "sparse_encoding_reason": "dense format"}
     dense_bytes = convert(plain_model, DENSE_KIND[kind], representative_images)
-    info = {
+    sizes = {
         "sparse_encoded_size_bytes": len(model_bytes),
         "dense_encoded_size_bytes": len(dense_bytes),
     }
-    failure = runs_in_default_interpreter(model_bytes)
     if len(model_bytes) >= len(dense_bytes):
         reason = (
             f"sparse encoding ({len(model_bytes)} bytes) is not smaller than dense "
             f"({len(dense_bytes)} bytes) at this sparsity; kept the dense file"
         )
-        return dense_bytes, {"sparse_encoding_used": False, "sparse_encoding_reason": reason, **info}
-    if failure is not None:
+    else:
+        failure = runs_in_default_interpreter(model_bytes)
+        if failure is None:
+            reason = f"sparse encoding is smaller ({len(model_bytes)} vs {len(dense_bytes)} bytes)"
+            return model_bytes, {"sparse_encoding_used": True, "sparse_encoding_reason": reason, **sizes}
         reason = (
             "the sparse-encoded file does not run in LiteRT's default interpreter "
             f"({failure.strip()}); kept the dense file"
         )
-        return dense_bytes, {"sparse_encoding_used": False, "sparse_encoding_reason": reason, **info}
-    reason = f"sparse encoding is smaller ({len(model_bytes)} vs {len(dense_bytes)} bytes)"
-    return model_bytes, {"sparse_encoding_used": True, "sparse_encoding_reason": reason, **info}
+    return dense_bytes, {"sparse_encoding_used": False, "sparse_encoding_reason": reason, **sizes}

@@ -13,23 +13,56 @@ from tf_lth import models
 from tf_lth.config import ConfigError
 
 
+_STRATEGIES = {}
+
+
 def make_strategy(name: str):
-    """The tf.distribute strategy for --strategy."""
+    """The tf.distribute strategy for --strategy, created once per process.
+
+    `mirrored` replicates over every GPU, or over the logical CPU devices when there is no
+    GPU and more than one CPU device is configured (how the tests run it). `multi_worker`
+    reads TF_CONFIG and must exist before TensorFlow runs any op, so `load_data` creates it
+    first; the cache hands the same strategy to the experiment.
+    """
+    if name in _STRATEGIES:
+        return _STRATEGIES[name]
     if name == "default":
         return tf.distribute.get_strategy()
     if name == "mirrored":
-        return tf.distribute.MirroredStrategy()
-    if name == "multi_worker":
-        return tf.distribute.MultiWorkerMirroredStrategy()
-    if name == "tpu":
+        devices = [device.name for device in tf.config.list_logical_devices("GPU")]
+        if not devices:
+            devices = [device.name for device in tf.config.list_logical_devices("CPU")]
+        strategy = tf.distribute.MirroredStrategy(devices or None)
+    elif name == "multi_worker":
+        strategy = tf.distribute.MultiWorkerMirroredStrategy()
+    elif name == "tpu":
         resolver = tf.distribute.cluster_resolver.TPUClusterResolver()
         tf.config.experimental_connect_to_cluster(resolver)
         tf.tpu.experimental.initialize_tpu_system(resolver)
-        return tf.distribute.TPUStrategy(resolver)
-    raise ConfigError(f"--strategy={name!r} is not allowed; allowed: default, mirrored, multi_worker, tpu.")
+        strategy = tf.distribute.TPUStrategy(resolver)
+    else:
+        raise ConfigError(
+            f"--strategy={name!r} is not allowed; allowed: default, mirrored, multi_worker, tpu."
+        )
+    _STRATEGIES[name] = strategy
+    return strategy
+
+
+def is_chief(strategy) -> bool:
+    """True unless this process is a non-chief worker of a multi-worker cluster."""
+    resolver = getattr(strategy, "cluster_resolver", None)
+    if resolver is None or not getattr(resolver, "task_type", None):
+        return True
+    task_type, task_id = resolver.task_type, resolver.task_id or 0
+    if task_type == "chief":
+        return True
+    has_chief = "chief" in resolver.cluster_spec().as_dict()
+    return task_type == "worker" and task_id == 0 and not has_chief
 
 
 def load_data(config):
+    if config.strategy in ("multi_worker", "tpu"):
+        make_strategy(config.strategy)  # before tfds runs the first TensorFlow op
     if config.dataset.startswith("synthetic"):
         shape = (28, 28, 1) if config.dataset == "synthetic_mnist" else (32, 32, 3)
         return data_lib.synthetic(shape, seed=config.seed, num_train=2000, num_val=200,
@@ -86,12 +119,19 @@ def run(config, data=None, log=print):
         from trainers.tfmot_baseline import run_baseline
 
         return run_baseline(config, log=log)
+    strategy = make_strategy(config.strategy)  # multi_worker: before any TensorFlow op
+    if not is_chief(strategy):
+        # Every worker runs the same rounds; only the chief's files are the run's.
+        import dataclasses
+        import tempfile
+
+        config = dataclasses.replace(config, run_dir=tempfile.mkdtemp(prefix="tf_lth-worker-"))
+        log(f"non-chief worker: writing to {config.run_dir}")
     if config.deterministic:
         tf.config.experimental.enable_op_determinism()
     keras.utils.set_random_seed(config.seed)
     data = data or load_data(config)
     check_compatible(config, data)
-    strategy = make_strategy(config.strategy)
     factory = model_factory(config, data)
     classes = {
         "dense": LotteryRun,
@@ -101,7 +141,7 @@ def run(config, data=None, log=print):
     }
     experiment = classes[config.experiment](config, data, factory, strategy, log=log)
     records = experiment.run()
-    if config.experiment in ("lottery", "untrained_supermask"):
+    if config.experiment in ("lottery", "untrained_supermask") and is_chief(strategy):
         try:
             from tf_lth import plot
 
