@@ -52,7 +52,8 @@ def _expand_blocks(values: np.ndarray, kernel_shape: tuple, block: int) -> np.nd
 
 
 def _sigmoid(values: np.ndarray) -> np.ndarray:
-    return (1.0 / (1.0 + np.exp(-values))).astype(np.float32)
+    # The tanh form cannot overflow for large negative logits, unlike 1 / (1 + exp(-x)).
+    return (0.5 * (1.0 + np.tanh(0.5 * values))).astype(np.float32)
 
 
 def export_mask(layer, supermask_export: str = "expected", rng=None) -> np.ndarray:

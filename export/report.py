@@ -9,7 +9,6 @@ Every file is written to a temporary name and renamed; the report is written las
 
 from __future__ import annotations
 
-import contextlib
 import os
 
 import keras
@@ -149,7 +148,8 @@ def _check_images(images, input_shape: tuple, argument: str) -> np.ndarray:
     if images.ndim != 4 or tuple(images.shape[1:]) != input_shape or len(images) == 0:
         raise ValueError(
             f"{argument} must be a non-empty float array shaped "
-            f"(batch, {', '.join(map(str, input_shape))}). Received: {argument}.shape={images.shape}"
+            f"(batch, {', '.join(map(str, input_shape))}). "
+            f"Received: {argument}.shape={images.shape}"
         )
     return images
 
@@ -186,13 +186,53 @@ def _evaluate(logits, reference, labels, int8: bool, keras_accuracy: float) -> d
     }
 
 
+def _representative_images(train_images, input_shape: tuple, seed: int) -> np.ndarray:
+    """About 100 training images, drawn with `seed`, to calibrate int8 activations."""
+    if train_images is None:
+        raise ValueError(
+            "int8 formats need train_images to calibrate activations. Received: train_images=None"
+        )
+    train_images = _check_images(train_images, input_shape, "train_images")
+    count = min(NUM_REPRESENTATIVE_IMAGES, len(train_images))
+    chosen = np.random.default_rng(seed).choice(len(train_images), count, replace=False)
+    return train_images[np.sort(chosen)]
+
+
+def _write_saved_model(plain, path, input_shape, test_images, latency_images) -> tuple:
+    """Writes the SavedModel; returns its logits, size and TF latency per example."""
+    saved_model_lib.write_saved_model(plain, path, input_shape)
+    serve = saved_model_lib.load_signature(path)
+    return (
+        saved_model_lib.predict(serve, test_images),
+        _directory_size(path),
+        {
+            "latency_per_example_s": saved_model_lib.latency_per_example(serve, latency_images),
+            "latency_runtime": "TensorFlow SavedModel signature, batch 1, median",
+        },
+    )
+
+
+def _write_tflite(plain, kind, path, representative, test_images, latency_images) -> tuple:
+    """Converts (dense fallback for sparse kinds) and writes; returns logits, size, details."""
+    model_bytes, info = tflite_lib.convert_with_fallback(plain, kind, representative)
+    write_bytes(path, model_bytes)
+    latency = tflite_lib.latency_per_example(model_bytes, latency_images, num_threads=1, repeats=1)
+    details = {
+        "latency_per_example_s": latency,
+        "latency_runtime": "LiteRT (ai_edge_litert), default delegates, 1 thread, batch 1, median",
+        **info,
+    }
+    logits = tflite_lib.run(model_bytes, test_images, num_threads=1, batch_size=250)
+    return logits, os.path.getsize(path), details, model_bytes
+
+
 def export_all(
     masked_model: keras.Model,
     out_dir: str,
     formats,
     test_images: np.ndarray,
     test_labels: np.ndarray,
-    train_images: np.ndarray,
+    train_images: np.ndarray | None,
     input_shape,
     supermask_export: str = "expected",
     seed: int = 0,
@@ -207,77 +247,62 @@ def export_all(
     formats = check_formats(formats)
     check_supermask_export(supermask_export)
     input_shape = saved_model_lib.check_input_shape(input_shape)
-    test_images = _check_images(test_images, input_shape, "test_images")[:MAX_EVAL_EXAMPLES]
+    test_images = _check_images(test_images, input_shape, "test_images")
     labels = np.asarray(test_labels)
     if labels.ndim == 2:  # one-hot
         labels = np.argmax(labels, axis=-1)
-    labels = labels.reshape(-1)[:MAX_EVAL_EXAMPLES]
+    labels = labels.reshape(-1)
     if len(labels) != len(test_images):
         raise ValueError(
             f"test_labels must have one label per test image ({len(test_images)}). "
             f"Received: {len(labels)} labels"
         )
+    test_images, labels = test_images[:MAX_EVAL_EXAMPLES], labels[:MAX_EVAL_EXAMPLES]
+    latency_images = test_images[:NUM_LATENCY_EXAMPLES]
     representative = None
     if any(kind in tflite_lib.INT8_KINDS for kind in formats):
-        if train_images is None:
-            raise ValueError(
-                "int8 formats need train_images to calibrate activations. "
-                "Received: train_images=None"
-            )
-        train_images = _check_images(train_images, input_shape, "train_images")
-        rng = np.random.default_rng(int(seed))
-        count = min(NUM_REPRESENTATIVE_IMAGES, len(train_images))
-        chosen = rng.choice(len(train_images), count, replace=False)
-        representative = train_images[np.sort(chosen)]
-    latency_images = test_images[:NUM_LATENCY_EXAMPLES]
+        representative = _representative_images(train_images, input_shape, int(seed))
 
-    expected = supermask_export == "expected"
-    with expected_supermasks(masked_model) if expected else contextlib.nullcontext():
-        masked_logits = _keras_logits(masked_model, test_images)
     plain = bake(masked_model, supermask_export, seed)
     baked_logits = _keras_logits(plain, test_images)
-    reference = masked_logits if expected else baked_logits
+    if supermask_export == "expected":
+        with expected_supermasks(masked_model):
+            reference = _keras_logits(masked_model, test_images)
+        baked_diff = float(np.max(np.abs(baked_logits - reference)))
+        reference_name = "masked Keras model, training=False, expected supermasks"
+    else:  # the masked model would draw a new mask per call
+        reference, baked_diff = baked_logits, None
+        reference_name = "baked Keras model (one recorded supermask sample)"
     keras_accuracy = _accuracy(reference, labels)
     remaining = weights_remaining(plain)
 
     os.makedirs(out_dir, exist_ok=True)
+    report_path = os.path.join(out_dir, REPORT_NAME)
+    if os.path.exists(report_path):
+        # The report is written last, like a DONE marker: no stale report beside new files.
+        os.remove(report_path)
     results = {}
     sparse_files = {}
     for kind in formats:
         path = os.path.join(out_dir, FILE_NAMES[kind])
         if kind == "saved_model":
-            saved_model_lib.write_saved_model(plain, path, input_shape)
-            serve = saved_model_lib.load_signature(path)
-            logits = saved_model_lib.predict(serve, test_images)
-            entry = {
-                "file": FILE_NAMES[kind],
-                "size_bytes": _directory_size(path),
-                "weights_remaining": remaining,
-                **_evaluate(logits, reference, labels, False, keras_accuracy),
-                "latency_per_example_s": saved_model_lib.latency_per_example(serve, latency_images),
-                "latency_runtime": "TensorFlow SavedModel signature, batch 1, median",
-            }
+            logits, size, details = _write_saved_model(
+                plain, path, input_shape, test_images, latency_images
+            )
         else:
-            model_bytes, info = tflite_lib.convert_with_fallback(plain, kind, representative)
-            write_bytes(path, model_bytes)
-            if info["sparse_encoding_used"]:
+            logits, size, details, model_bytes = _write_tflite(
+                plain, kind, path, representative, test_images, latency_images
+            )
+            if details["sparse_encoding_used"]:
                 sparse_files[kind] = model_bytes
-            logits = tflite_lib.run(model_bytes, test_images, num_threads=1, batch_size=250)
-            entry = {
-                "file": FILE_NAMES[kind],
-                "size_bytes": os.path.getsize(path),
-                "weights_remaining": remaining,
-                **_evaluate(
-                    logits, reference, labels, kind in tflite_lib.INT8_KINDS, keras_accuracy
-                ),
-                "latency_per_example_s": tflite_lib.latency_per_example(
-                    model_bytes, latency_images, num_threads=1, repeats=1
-                ),
-                "latency_runtime": "LiteRT (ai_edge_litert), default delegates, 1 thread, "
-                "batch 1, median",
-                **info,
-            }
-        results[kind] = entry
+        int8 = kind in tflite_lib.INT8_KINDS
+        results[kind] = {
+            "file": FILE_NAMES[kind],
+            "size_bytes": size,
+            "weights_remaining": remaining,
+            **_evaluate(logits, reference, labels, int8, keras_accuracy),
+            **details,
+        }
 
     report = {
         "supermask_export": supermask_export,
@@ -286,20 +311,14 @@ def export_all(
         "num_test_examples": int(len(test_images)),
         "num_latency_examples": int(len(latency_images)),
         "num_representative_images": 0 if representative is None else int(len(representative)),
-        "reference": (
-            "masked Keras model, training=False, expected supermasks"
-            if expected
-            else "baked Keras model (one recorded supermask sample)"
-        ),
+        "reference": reference_name,
         "keras_test_accuracy": keras_accuracy,
-        "baked_keras_max_abs_logit_diff": (
-            float(np.max(np.abs(baked_logits - masked_logits))) if expected else None
-        ),
+        "baked_keras_max_abs_logit_diff": baked_diff,
         "weights_remaining": remaining,
         "formats": results,
         "layers": layer_report(plain, sparse_files),
         "litert_kernel_note": LITERT_KERNEL_NOTE,
         "passed_all": bool(all(entry["passed"] for entry in results.values())),
     }
-    write_json(os.path.join(out_dir, REPORT_NAME), report)
+    write_json(report_path, report)
     return report

@@ -104,8 +104,8 @@ def _read(model) -> bytes:
         return stream.read()
 
 
-def operators(model) -> list:
-    """The ops of the main subgraph, in order: name, and input/output tensor indices."""
+def _main_graph(model) -> tuple:
+    """The flatbuffer's main subgraph, and its ops in order (name, input/output tensors)."""
     flatbuffer = schema.Model.GetRootAs(_read(model), 0)
     codes = []
     for index in range(flatbuffer.OperatorCodesLength()):
@@ -115,7 +115,7 @@ def operators(model) -> list:
         custom = code.CustomCode()
         codes.append(custom.decode() if custom else _OP_NAMES.get(builtin, f"BUILTIN_{builtin}"))
     graph = flatbuffer.Subgraphs(0)
-    return [
+    ops = [
         {
             "op": codes[graph.Operators(index).OpcodeIndex()],
             "inputs": [int(i) for i in graph.Operators(index).InputsAsNumpy()],
@@ -123,6 +123,12 @@ def operators(model) -> list:
         }
         for index in range(graph.OperatorsLength())
     ]
+    return graph, ops
+
+
+def operators(model) -> list:
+    """The ops of the main subgraph, in order: name, and input/output tensor indices."""
+    return _main_graph(model)[1]
 
 
 def check_builtin_ops(model) -> None:
@@ -158,10 +164,8 @@ def weight_storage(model) -> list:
     "densified": a DENSIFY op expands it to dense first; "dense": stored dense.
     `shape` is LiteRT's: (out, in) for fully connected, (out, h, w, in) for conv.
     """
-    flatbuffer = schema.Model.GetRootAs(_read(model), 0)
-    graph = flatbuffer.Subgraphs(0)
-    ops = operators(model)
-    producer = {output: item["op"] for item in ops for output in item["outputs"]}
+    graph, ops = _main_graph(model)
+    producer = {output: item for item in ops for output in item["outputs"]}
     records = []
     for item in ops:
         if item["op"] not in ("FULLY_CONNECTED", "CONV_2D"):
@@ -169,9 +173,10 @@ def weight_storage(model) -> list:
         weights = item["inputs"][1]
         tensor = graph.Tensors(weights)
         block = None
-        if producer.get(weights) == "DENSIFY":
+        source = producer.get(weights)
+        if source is not None and source["op"] == "DENSIFY":
             storage = "densified"
-            tensor = graph.Tensors(next(o["inputs"][0] for o in ops if weights in o["outputs"]))
+            tensor = graph.Tensors(source["inputs"][0])  # the sparse-encoded constant
         elif tensor.Sparsity() is not None:
             storage = "sparse"
         else:
@@ -272,6 +277,10 @@ def latency_per_example(model, images: np.ndarray, num_threads: int = 1, repeats
     return float(statistics.median(times))
 
 
+def _choice(used: bool, reason: str, **sizes) -> dict:
+    return {"sparse_encoding_used": used, "sparse_encoding_reason": reason, **sizes}
+
+
 def convert_with_fallback(plain_model: keras.Model, kind: str, representative_images=None) -> tuple:
     """`(bytes, info)`: for sparse kinds, the sparse file unless the dense one is better.
 
@@ -282,7 +291,7 @@ def convert_with_fallback(plain_model: keras.Model, kind: str, representative_im
     check_kind(kind)
     model_bytes = convert(plain_model, kind, representative_images)
     if kind not in SPARSE_KINDS:
-        return model_bytes, {"sparse_encoding_used": False, "sparse_encoding_reason": "dense format"}
+        return model_bytes, _choice(False, "dense format")
     dense_bytes = convert(plain_model, DENSE_KIND[kind], representative_images)
     sizes = {
         "sparse_encoded_size_bytes": len(model_bytes),
@@ -297,9 +306,9 @@ def convert_with_fallback(plain_model: keras.Model, kind: str, representative_im
         failure = runs_in_default_interpreter(model_bytes)
         if failure is None:
             reason = f"sparse encoding is smaller ({len(model_bytes)} vs {len(dense_bytes)} bytes)"
-            return model_bytes, {"sparse_encoding_used": True, "sparse_encoding_reason": reason, **sizes}
+            return model_bytes, _choice(True, reason, **sizes)
         reason = (
             "the sparse-encoded file does not run in LiteRT's default interpreter "
             f"({failure.strip()}); kept the dense file"
         )
-    return dense_bytes, {"sparse_encoding_used": False, "sparse_encoding_reason": reason, **sizes}
+    return dense_bytes, _choice(False, reason, **sizes)

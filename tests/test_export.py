@@ -72,7 +72,8 @@ def test_bake_kernel_is_zero_where_pruned_frozen_where_frozen_kernel_where_kept(
     rng = np.random.default_rng(3)
     for layer in masked_layers(model):
         mask = (rng.random(layer.mask.shape) < 0.3).astype("float32")
-        frozen = np.where(rng.random(layer.mask.shape) < 0.5, rng.normal(size=layer.mask.shape), 0.0)
+        shape = layer.mask.shape
+        frozen = np.where(rng.random(shape) < 0.5, rng.normal(size=shape), 0.0)
         layer.mask.assign(mask)
         layer.frozen.assign(frozen.astype("float32"))
     plain = bake(model)
@@ -84,7 +85,8 @@ def test_bake_kernel_is_zero_where_pruned_frozen_where_frozen_kernel_where_kept(
         kernel, raw = baked.kernel.numpy(), masked._kernel.numpy()
         pruned = mask == 0
         assert np.all(kernel[pruned & (frozen == 0)] == 0.0)  # exact zeros
-        np.testing.assert_array_equal(kernel[pruned & (frozen != 0)], frozen[pruned & (frozen != 0)])
+        frozen_at = pruned & (frozen != 0)
+        np.testing.assert_array_equal(kernel[frozen_at], frozen[frozen_at])
         np.testing.assert_array_equal(kernel[~pruned], raw[~pruned])
         np.testing.assert_array_equal(baked.bias.numpy(), masked.bias.numpy())
     assert not any(type(layer).__module__.startswith("tf_lth") for layer in plain._flatten_layers())
@@ -152,7 +154,9 @@ def test_bake_rejects_unknown_supermask_export():
 # --- SavedModel -----------------------------------------------------------------------
 
 
-def test_saved_model_loads_in_a_fresh_process_without_tf_lth(tmp_path, block_sparse, saved_model_dir):
+def test_saved_model_loads_in_a_fresh_process_without_tf_lth(
+    tmp_path, block_sparse, saved_model_dir
+):
     images = _images(8, seed=9)
     np.save(tmp_path / "images.npy", images)
     script = tmp_path / "serve.py"
@@ -174,7 +178,8 @@ def test_saved_model_loads_in_a_fresh_process_without_tf_lth(tmp_path, block_spa
     env = {key: value for key, value in os.environ.items() if key != "PYTHONPATH"}
     env["TF_CPP_MIN_LOG_LEVEL"] = "2"
     done = subprocess.run(
-        [sys.executable, str(script)], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120
+        [sys.executable, str(script)],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120,
     )
     assert done.returncode == 0, done.stderr[-2000:]
     expected = _logits(block_sparse[0], images)
@@ -184,12 +189,14 @@ def test_saved_model_loads_in_a_fresh_process_without_tf_lth(tmp_path, block_spa
 
 
 def test_saved_model_cli_lists_the_serving_signature(saved_model_dir):
-    cli = shutil.which("saved_model_cli") or os.path.join(os.path.dirname(sys.executable), "saved_model_cli")
-    if not os.path.exists(cli):
+    cli = os.path.join(os.path.dirname(sys.executable), "saved_model_cli")
+    cli = cli if os.path.exists(cli) else shutil.which("saved_model_cli")
+    if cli is None:
         pytest.skip("saved_model_cli is not installed beside this Python")
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
     done = subprocess.run(
-        [cli, "show", "--dir", saved_model_dir, "--all"], env=env, capture_output=True, text=True, timeout=120
+        [cli, "show", "--dir", saved_model_dir, "--all"],
+        env=env, capture_output=True, text=True, timeout=120,
     )
     assert done.returncode == 0, done.stderr[-2000:]
     for text in ("signature_def['serving_default']", "inputs['images']", "outputs['logits']",
@@ -202,7 +209,8 @@ def test_tfsmlayer_loads_the_saved_model(block_sparse, saved_model_dir):
     images = _images(4, seed=10)
     outputs = layer(images)
     assert set(outputs) == {"logits", "probabilities"}
-    np.testing.assert_allclose(np.asarray(outputs["logits"]), _logits(block_sparse[0], images), atol=1e-5)
+    expected = _logits(block_sparse[0], images)
+    np.testing.assert_allclose(np.asarray(outputs["logits"]), expected, atol=1e-5)
 
 
 def test_write_saved_model_rejects_a_masked_model_and_a_bad_shape(tmp_path, block_sparse):
@@ -271,7 +279,8 @@ def test_dense_model_falls_back_to_dense_encoding():
     model_bytes, info = tflite_lib.convert_with_fallback(plain, "tflite_sparse")
     assert info["sparse_encoding_used"] is False
     assert "not smaller" in info["sparse_encoding_reason"]
-    assert len(model_bytes) == info["dense_encoded_size_bytes"] == len(tflite_lib.convert(plain, "tflite"))
+    dense = tflite_lib.convert(plain, "tflite")
+    assert len(model_bytes) == info["dense_encoded_size_bytes"] == len(dense)
 
 
 def test_sparse_int8_export_always_runs_in_the_default_interpreter(unstructured_sparse):
@@ -281,7 +290,8 @@ def test_sparse_int8_export_always_runs_in_the_default_interpreter(unstructured_
         unstructured_sparse[1], "tflite_sparse_int8", representative_images=_images(50, seed=14)
     )
     assert tflite_lib.runs_in_default_interpreter(model_bytes) is None
-    assert info["sparse_encoding_used"] or info["sparse_encoding_reason"].endswith("kept the dense file")
+    kept_dense = info["sparse_encoding_reason"].endswith("kept the dense file")
+    assert info["sparse_encoding_used"] or kept_dense
 
 
 def test_convert_rejects_bad_arguments(block_sparse):
@@ -323,7 +333,8 @@ def test_export_all_writes_every_format_and_a_passing_report(tmp_path, block_spa
     )
 
     assert report["passed_all"] is True
-    assert sorted(os.listdir(out_dir)) == sorted(list(report_lib.FILE_NAMES.values()) + ["export_report.json"])
+    expected_files = list(report_lib.FILE_NAMES.values()) + ["export_report.json"]
+    assert sorted(os.listdir(out_dir)) == sorted(expected_files)  # no temporary files left
     with open(out_dir / "export_report.json") as stream:
         assert json.load(stream) == json.loads(json.dumps(report))
     for kind, entry in report["formats"].items():
@@ -344,9 +355,12 @@ def test_export_all_writes_every_format_and_a_passing_report(tmp_path, block_spa
 
 
 def test_export_all_rejects_unknown_formats_and_missing_calibration(tmp_path, block_sparse):
+    model, out_dir = block_sparse[0], str(tmp_path)
     images, labels = _images(4), np.zeros(4, dtype=np.int32)
     with pytest.raises(ValueError, match="formats"):
-        report_lib.export_all(block_sparse[0], str(tmp_path), ["onnx"], images, labels, images, INPUT_SHAPE)
+        report_lib.export_all(model, out_dir, ["onnx"], images, labels, images, INPUT_SHAPE)
     with pytest.raises(ValueError, match="train_images"):
-        report_lib.export_all(block_sparse[0], str(tmp_path), ["tflite_int8"], images, labels, None, INPUT_SHAPE)
+        report_lib.export_all(model, out_dir, ["tflite_int8"], images, labels, None, INPUT_SHAPE)
+    with pytest.raises(ValueError, match="test_labels"):
+        report_lib.export_all(model, out_dir, ["tflite"], images, labels[:3], None, INPUT_SHAPE)
     assert not os.listdir(tmp_path)
