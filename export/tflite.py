@@ -140,14 +140,14 @@ def check_builtin_ops(model) -> None:
     _interpreter(model).allocate_tensors()  # the default resolver fails on unknown ops
 
 
-def runs_in_default_interpreter(model) -> str | None:
+def runs_in_default_interpreter(model, default_delegates: bool = True) -> str | None:
     """None when one invoke succeeds in LiteRT's default interpreter, else the error text.
 
     Some valid files fail there: XNNPACK, the default delegate, cannot prepare an int8
     fully-connected op fed by a DENSIFY op (LiteRT 2.3).
     """
     try:
-        interpreter = _interpreter(model)
+        interpreter = _interpreter(model, default_delegates=default_delegates)
         interpreter.allocate_tensors()
         detail = interpreter.get_input_details()[0]
         interpreter.set_tensor(detail["index"], np.zeros(detail["shape"], dtype=detail["dtype"]))
@@ -245,7 +245,8 @@ def run(
     return np.concatenate(outputs, axis=0)
 
 
-def latency_per_example(model, images: np.ndarray, num_threads: int = 1, repeats: int = 3) -> float:
+def latency_per_example(model, images: np.ndarray, num_threads: int = 1, repeats: int = 3,
+                        default_delegates: bool = True) -> float:
     """Median seconds of one LiteRT invoke at batch 1 (set input, invoke, read output).
 
     Warms up on a few images first; every image is timed `repeats` times.
@@ -255,7 +256,7 @@ def latency_per_example(model, images: np.ndarray, num_threads: int = 1, repeats
         raise ValueError(
             "latency_per_example needs at least one image. Received: images with 0 rows"
         )
-    interpreter = _interpreter(model, num_threads)
+    interpreter = _interpreter(model, num_threads, default_delegates=default_delegates)
     input_detail = interpreter.get_input_details()[0]
     if input_detail["shape"][0] != 1:
         interpreter.resize_tensor_input(input_detail["index"], [1, *images.shape[1:]])
@@ -307,6 +308,14 @@ def convert_with_fallback(plain_model: keras.Model, kind: str, representative_im
         if failure is None:
             reason = f"sparse encoding is smaller ({len(model_bytes)} vs {len(dense_bytes)} bytes)"
             return model_bytes, _choice(True, reason, **sizes)
+        if runs_in_default_interpreter(model_bytes, default_delegates=False) is None:
+            # XNNPACK refuses int8 FULLY_CONNECTED fed by DENSIFY; LiteRT's own kernels run it.
+            reason = (
+                f"sparse encoding is smaller ({len(model_bytes)} vs {len(dense_bytes)} bytes); "
+                "it runs with LiteRT's built-in kernels, not the XNNPACK delegate "
+                f"({failure.strip().splitlines()[0]})"
+            )
+            return model_bytes, _choice(True, reason, requires_default_delegates_off=True, **sizes)
         reason = (
             "the sparse-encoded file does not run in LiteRT's default interpreter "
             f"({failure.strip()}); kept the dense file"

@@ -283,15 +283,21 @@ def test_dense_model_falls_back_to_dense_encoding():
     assert len(model_bytes) == info["dense_encoded_size_bytes"] == len(dense)
 
 
-def test_sparse_int8_export_always_runs_in_the_default_interpreter(unstructured_sparse):
-    # LiteRT 2.3's XNNPACK delegate cannot run int8 weights behind a DENSIFY op; the
-    # exporter then keeps the dense int8 file. Whichever it keeps must run by default.
+def test_sparse_int8_export_runs_and_says_which_kernels_it_needs(unstructured_sparse):
+    # LiteRT 2.3's XNNPACK delegate cannot run int8 weights behind a DENSIFY op; LiteRT's
+    # built-in kernels can. The exporter keeps the smaller sparse file and records that it
+    # needs XNNPACK off; whatever it keeps must run in the interpreter it names.
     model_bytes, info = tflite_lib.convert_with_fallback(
         unstructured_sparse[1], "tflite_sparse_int8", representative_images=_images(50, seed=14)
     )
-    assert tflite_lib.runs_in_default_interpreter(model_bytes) is None
-    kept_dense = info["sparse_encoding_reason"].endswith("kept the dense file")
-    assert info["sparse_encoding_used"] or kept_dense
+    delegates = not info.get("requires_default_delegates_off", False)
+    assert tflite_lib.runs_in_default_interpreter(model_bytes, default_delegates=delegates) is None
+    if info["sparse_encoding_used"]:
+        assert len(model_bytes) < info["dense_encoded_size_bytes"]
+    else:
+        assert info["sparse_encoding_reason"].endswith("kept the dense file")
+    logits = tflite_lib.run(model_bytes, _images(4, seed=15), default_delegates=delegates)
+    assert logits.shape == (4, 10) and np.all(np.isfinite(logits))
 
 
 def test_convert_rejects_bad_arguments(block_sparse):
