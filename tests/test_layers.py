@@ -116,6 +116,8 @@ def test_signed_constant_transform_and_dynamic_scaling_by_hand():
     expected = np.sign(kernel) * std * np.array([[1, 0], [1, 1]]) * (4.0 / 3.0)
     np.testing.assert_allclose(np.array(layer.effective_kernel(training=False)), expected,
                                rtol=1e-6)
+    compiled = tf.function(lambda: layer.effective_kernel(training=False))  # graph mode too
+    np.testing.assert_allclose(np.array(compiled()), expected, rtol=1e-6)
 
 
 def test_block_logits_share_one_sample_per_1x4_block():

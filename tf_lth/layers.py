@@ -162,7 +162,9 @@ class MaskedMixin:
         mask = self.current_mask(training=training)
         kernel = mask * self.raw_weights() + (1.0 - mask) * self.frozen
         if self.dynamic_scaling:
-            size = float(ops.size(mask))
+            size = 1.0
+            for dim in self._kernel.shape:
+                size *= int(dim)
             kept = ops.maximum(ops.sum(ops.stop_gradient(mask)), 1.0)
             kernel = kernel * (size / kept)
         return kernel
