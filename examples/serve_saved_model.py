@@ -1,0 +1,37 @@
+"""Classify a few test images with an exported SavedModel, without tf_lth installed.
+
+    python examples/serve_saved_model.py --export_dir=RUN_DIR/export [--data_dir=...]
+
+Uses only TensorFlow: `tf.saved_model.load` and the `serving_default` signature, which
+takes float32 `images` [batch, H, W, C] in [0, 1] and returns `logits` and `probabilities`.
+"""
+
+import argparse
+import os
+
+import numpy as np
+import tensorflow as tf
+
+from _images import load_images
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--export_dir", required=True)
+    parser.add_argument("--images", default=None, help=".npy of images (else tfds test split)")
+    parser.add_argument("--dataset", default="mnist")
+    parser.add_argument("--data_dir", default=None)
+    arguments = parser.parse_args()
+    images, labels = load_images(arguments.images, arguments.dataset, arguments.data_dir)
+    model = tf.saved_model.load(os.path.join(arguments.export_dir, "saved_model"))
+    serve = model.signatures["serving_default"]
+    outputs = serve(images=tf.constant(images))
+    predictions = np.argmax(outputs["probabilities"].numpy(), axis=-1)
+    for index, prediction in enumerate(predictions):
+        truth = "" if labels is None else f" (label {labels[index]})"
+        confidence = outputs["probabilities"].numpy()[index, prediction]
+        print(f"image {index}: class {prediction}, p={confidence:.3f}{truth}")
+
+
+if __name__ == "__main__":
+    main()
