@@ -282,6 +282,127 @@ def _choice(used: bool, reason: str, **sizes) -> dict:
     return {"sparse_encoding_used": used, "sparse_encoding_reason": reason, **sizes}
 
 
+def _index_vector(values: np.ndarray, limit_uint8: bool = True):
+    """The smallest LiteRT index vector (type, object) that holds `values`."""
+    top = int(values.max()) if values.size else 0
+    if limit_uint8 and top < 256:
+        return schema.SparseIndexVector.Uint8Vector, schema.Uint8VectorT(), np.uint8
+    if top < 65536:
+        return schema.SparseIndexVector.Uint16Vector, schema.Uint16VectorT(), np.uint16
+    return schema.SparseIndexVector.Int32Vector, schema.Int32VectorT(), np.int32
+
+
+def _decode_block_sparse(tensor, data: bytes) -> np.ndarray:
+    """Dense (out, in) float32 values of a 1xB block-sparse weight tensor."""
+    sparsity = tensor.sparsity
+    rows, columns = int(tensor.shape[0]), int(tensor.shape[1])
+    block = int(sparsity.dimMetadata[2].denseSize)
+    segments = np.asarray(sparsity.dimMetadata[1].arraySegments.values, np.int64)
+    indices = np.asarray(sparsity.dimMetadata[1].arrayIndices.values, np.int64)
+    values = np.frombuffer(bytes(data), np.float32).reshape(-1, block)
+    dense = np.zeros((rows, columns), np.float32)
+    for row in range(rows):
+        for position in range(segments[row], segments[row + 1]):
+            start = indices[position] * block
+            dense[row, start:start + block] = values[position]
+    return dense
+
+
+def reencode_blocks_as_csr(model_bytes: bytes) -> bytes | None:
+    """Re-encodes float 1x4-block-sparse FULLY_CONNECTED weights as element-wise CSR.
+
+    LiteRT's converter switches a very sparse layer to its 1x4 block encoding even when
+    the zeros are not in whole blocks; partly filled blocks are stored whole, so the file
+    can grow as pruning goes on. CSR stores each kept weight once (a DENSIFY op expands it
+    at load). Returns None when no tensor was block-encoded.
+    """
+    import flatbuffers
+
+    model = schema.ModelT.InitFromPackedBuf(bytes(model_bytes), 0)
+    graph = model.subgraphs[0]
+    codes = [code.builtinCode for code in model.operatorCodes]
+    fully_connected = schema.BuiltinOperator.FULLY_CONNECTED
+    targets = []
+    for operator in graph.operators:
+        if codes[operator.opcodeIndex] != fully_connected:
+            continue
+        tensor = graph.tensors[operator.inputs[1]]
+        sparsity = tensor.sparsity
+        if (sparsity is not None and sparsity.blockMap is not None and len(sparsity.blockMap)
+                and tensor.type == schema.TensorType.FLOAT32 and len(tensor.shape) == 2):
+            targets.append(operator)
+    if not targets:
+        return None
+    if schema.BuiltinOperator.DENSIFY not in codes:
+        code = schema.OperatorCodeT()
+        code.builtinCode = schema.BuiltinOperator.DENSIFY
+        code.deprecatedBuiltinCode = min(schema.BuiltinOperator.DENSIFY, 127)
+        code.version = 1
+        model.operatorCodes.append(code)
+        codes.append(schema.BuiltinOperator.DENSIFY)
+    densify_index = codes.index(schema.BuiltinOperator.DENSIFY)
+    new_operators = []
+    for operator in targets:
+        weight_index = int(operator.inputs[1])
+        tensor = graph.tensors[weight_index]
+        dense = _decode_block_sparse(tensor, model.buffers[tensor.buffer].data)
+        nonzero = dense != 0
+        counts = nonzero.sum(axis=1)
+        segments = np.concatenate([[0], np.cumsum(counts)])
+        columns = np.nonzero(nonzero)[1]
+        segment_type, segment_vector, segment_dtype = _index_vector(segments)
+        index_type, index_vector, index_dtype = _index_vector(columns)
+        segment_vector.values = segments.astype(segment_dtype)
+        index_vector.values = columns.astype(index_dtype)
+        row_metadata = schema.DimensionMetadataT()
+        row_metadata.format = schema.DimensionType.DENSE
+        row_metadata.denseSize = dense.shape[0]
+        column_metadata = schema.DimensionMetadataT()
+        column_metadata.format = schema.DimensionType.SPARSE_CSR
+        column_metadata.arraySegmentsType = segment_type
+        column_metadata.arraySegments = segment_vector
+        column_metadata.arrayIndicesType = index_type
+        column_metadata.arrayIndices = index_vector
+        sparsity = schema.SparsityParametersT()
+        sparsity.traversalOrder = np.array([0, 1], np.int32)
+        sparsity.blockMap = np.array([], np.int32)
+        sparsity.dimMetadata = [row_metadata, column_metadata]
+        tensor.sparsity = sparsity
+        model.buffers[tensor.buffer].data = np.frombuffer(
+            dense[nonzero].astype(np.float32).tobytes(), np.uint8)
+        expanded = schema.TensorT()
+        expanded.shape = np.array(dense.shape, np.int32)
+        expanded.type = schema.TensorType.FLOAT32
+        expanded.buffer = 0
+        expanded.name = (tensor.name or b"weights") + b"/densified"
+        graph.tensors.append(expanded)
+        densify = schema.OperatorT()
+        densify.opcodeIndex = densify_index
+        densify.inputs = np.array([weight_index], np.int32)
+        densify.outputs = np.array([len(graph.tensors) - 1], np.int32)
+        densify.builtinOptionsType = schema.BuiltinOptions.DensifyOptions
+        densify.builtinOptions = schema.DensifyOptionsT()
+        new_operators.append(densify)
+        inputs = np.array(operator.inputs, np.int32)
+        inputs[1] = len(graph.tensors) - 1
+        operator.inputs = inputs
+    graph.operators = new_operators + list(graph.operators)  # weights expand before use
+    builder = flatbuffers.Builder(len(model_bytes))
+    builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
+    return bytes(builder.Output())
+
+
+def _same_outputs(first: bytes, second: bytes, num_examples: int = 8) -> bool:
+    """Whether two float LiteRT models give the same outputs (1e-5) on random inputs."""
+    try:
+        detail = _interpreter(first).get_input_details()[0]
+        shape = [num_examples, *[int(dim) for dim in detail["shape"][1:]]]
+        images = np.random.default_rng(0).uniform(size=shape).astype(np.float32)
+        return bool(np.allclose(run(first, images), run(second, images), atol=1e-5))
+    except (RuntimeError, ValueError):
+        return False
+
+
 def convert_with_fallback(plain_model: keras.Model, kind: str, representative_images=None) -> tuple:
     """`(bytes, info)`: for sparse kinds, the sparse file unless the dense one is better.
 
@@ -307,6 +428,17 @@ def convert_with_fallback(plain_model: keras.Model, kind: str, representative_im
         failure = runs_in_default_interpreter(model_bytes)
         if failure is None:
             reason = f"sparse encoding is smaller ({len(model_bytes)} vs {len(dense_bytes)} bytes)"
+            csr_bytes = reencode_blocks_as_csr(model_bytes) if kind == "tflite_sparse" else None
+            if csr_bytes is not None and len(csr_bytes) < len(model_bytes) and \
+                    _same_outputs(model_bytes, csr_bytes):
+                # LiteRT block-encoded partly filled 1x4 blocks: element-wise CSR is smaller.
+                reason = (
+                    f"sparse encoding is smaller ({len(csr_bytes)} vs {len(dense_bytes)} "
+                    f"bytes); LiteRT's 1x4 block encoding of partly filled blocks "
+                    f"({len(model_bytes)} bytes, faster) was re-encoded as element-wise CSR"
+                )
+                sizes["block_encoded_size_bytes"] = len(model_bytes)
+                return csr_bytes, _choice(True, reason, reencoded_as_csr=True, **sizes)
             return model_bytes, _choice(True, reason, **sizes)
         if runs_in_default_interpreter(model_bytes, default_delegates=False) is None:
             # XNNPACK refuses int8 FULLY_CONNECTED fed by DENSIFY; LiteRT's own kernels run it.
