@@ -370,3 +370,26 @@ def test_export_all_rejects_unknown_formats_and_missing_calibration(tmp_path, bl
     with pytest.raises(ValueError, match="test_labels"):
         report_lib.export_all(model, out_dir, ["tflite"], images, labels[:3], None, INPUT_SHAPE)
     assert not os.listdir(tmp_path)
+
+
+def test_partly_filled_blocks_are_re_encoded_as_smaller_csr():
+    # One kept weight in 2% of the aligned 1x4 blocks: LiteRT's converter picks its block
+    # encoding (whole blocks stored: 4 floats per kept weight); CSR needs 1 float + 1 index.
+    model = models.build("fc", INPUT_SHAPE, 10, seed=21)
+    rng = np.random.default_rng(21)
+    for layer in model.layers:
+        if hasattr(layer, "mask"):
+            rows, columns = layer.mask.shape
+            mask = np.zeros((rows, columns), np.float32)
+            blocks = rng.uniform(size=(rows // 4, columns)) < 0.02
+            offsets = rng.integers(0, 4, size=blocks.shape)
+            block_rows, block_columns = np.nonzero(blocks)
+            mask[block_rows * 4 + offsets[blocks], block_columns] = 1.0
+            layer.mask.assign(mask)
+    plain = bake(model)
+    model_bytes, info = tflite_lib.convert_with_fallback(plain, "tflite_sparse")
+    assert info.get("reencoded_as_csr") is True
+    assert len(model_bytes) < info["block_encoded_size_bytes"]
+    images = _images(6, seed=22)
+    np.testing.assert_allclose(tflite_lib.run(model_bytes, images), plain(images).numpy(),
+                               atol=1e-5)
