@@ -19,7 +19,7 @@ setup(
         "keras>=3.0",
         "tensorflow-datasets>=4.9",
         "importlib_resources",  # tensorflow-datasets 4.9 needs it on Python 3.11
-        "keras-tuner>=1.4",
+        "keras-tuner[bayesian]>=1.4",
         "tensorflow-model-optimization>=0.8",
         "tf-keras",
         "ai-edge-litert",

@@ -179,7 +179,7 @@ def write_best(tuner, run_dir: str, base_values: dict, kind: str) -> str | None:
 
     trials = list(tuner.oracle.trials.values())
     summary = []
-    for trial in sorted(trials, key=lambda item: str(item.trial_id)):
+    for trial in sorted(trials, key=lambda item: (len(str(item.trial_id)), str(item.trial_id))):
         score = trial.score
         summary.append({"trial_id": trial.trial_id, "status": trial.status,
                         "hyperparameters": {key: _plain(value) for key, value

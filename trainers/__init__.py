@@ -10,7 +10,7 @@ import tensorflow as tf
 
 from tf_lth import data as data_lib
 from tf_lth import models
-from tf_lth.config import ConfigError
+from tf_lth.config import SYNTHETIC_DATASETS, ConfigError
 
 
 _STRATEGIES = {}
@@ -63,7 +63,7 @@ def is_chief(strategy) -> bool:
 def load_data(config):
     if config.strategy in ("multi_worker", "tpu"):
         make_strategy(config.strategy)  # before tfds runs the first TensorFlow op
-    if config.dataset.startswith("synthetic"):
+    if config.dataset in SYNTHETIC_DATASETS:
         shape = (28, 28, 1) if config.dataset == "synthetic_mnist" else (32, 32, 3)
         return data_lib.synthetic(shape, seed=config.seed, num_train=2000, num_val=200,
                                   num_test=400, name=config.dataset)
@@ -108,6 +108,13 @@ def check_compatible(config, data) -> None:
             f"--batch_size={config.batch_size} is larger than the {len(data.train_images)} "
             "training examples; allowed: 1 to the training set size."
         )
+    if config.rewind_iteration > 0:
+        iterations = config.train_iterations(data.steps_per_epoch(config.batch_size))
+        if config.rewind_iteration >= iterations:
+            raise ConfigError(
+                f"--rewind_iteration={config.rewind_iteration} is beyond the training length "
+                f"of {iterations} iterations; allowed: 0 <= rewind_iteration < {iterations}."
+            )
 
 
 def run(config, data=None, log=print):
@@ -120,6 +127,12 @@ def run(config, data=None, log=print):
 
         return run_baseline(config, log=log)
     strategy = make_strategy(config.strategy)  # multi_worker: before any TensorFlow op
+    if config.batch_size % strategy.num_replicas_in_sync:
+        raise ConfigError(
+            f"--batch_size={config.batch_size} does not split over the "
+            f"{strategy.num_replicas_in_sync} replicas of --strategy={config.strategy}; "
+            "allowed: a multiple of the replica count."
+        )
     if not is_chief(strategy):
         # Every worker runs the same rounds; only the chief's files are the run's.
         import dataclasses
@@ -141,7 +154,12 @@ def run(config, data=None, log=print):
     }
     experiment = classes[config.experiment](config, data, factory, strategy, log=log)
     records = experiment.run()
-    if config.experiment in ("lottery", "untrained_supermask") and is_chief(strategy):
+    if not is_chief(strategy):
+        import shutil
+
+        shutil.rmtree(config.run_dir, ignore_errors=True)  # the non-chief's temporary copy
+        return records
+    if config.experiment in ("lottery", "untrained_supermask"):
         try:
             from tf_lth import plot
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 import os
 import sys
+import tempfile
 import time
 
 import keras
@@ -95,6 +96,8 @@ class Trainer:
             self.optimizer.build(model.trainable_variables)
             self.loss_sum = tf.Variable(0.0, trainable=False, name="train_loss_sum")
             self.loss_count = tf.Variable(0.0, trainable=False, name="train_loss_count")
+            # 1-based step (counted like loss_count) of the first non-finite loss; 0: none
+            self.first_nonfinite = tf.Variable(0.0, trainable=False, name="first_nonfinite")
         self._train_step = tf.function(self._distributed_train_step, reduce_retracing=True)
         self._eval_step = tf.function(self._eval_batch, reduce_retracing=True)
 
@@ -118,6 +121,9 @@ class Trainer:
         loss = self.strategy.reduce(tf.distribute.ReduceOp.SUM, per_replica, axis=None)
         self.loss_sum.assign_add(loss)
         self.loss_count.assign_add(1.0)
+        self.first_nonfinite.assign(tf.where(
+            tf.logical_or(self.first_nonfinite > 0.0, tf.math.is_finite(loss)),
+            self.first_nonfinite, self.loss_count))
         return loss
 
     def _eval_batch(self, images, labels):
@@ -144,10 +150,23 @@ class Trainer:
             variable.assign(tf.zeros(variable.shape, variable.dtype))
         self.loss_sum.assign(0.0)
         self.loss_count.assign(0.0)
+        self.first_nonfinite.assign(0.0)
+
+    def raise_if_nonfinite(self, round_index: int, iteration: int) -> None:
+        """NonFiniteLossError naming the round and the first iteration whose loss was NaN/inf."""
+        first = float(self.first_nonfinite.read_value())  # sync point
+        if first > 0:
+            bad = iteration - int(float(self.loss_count.read_value())) + int(first)
+            raise NonFiniteLossError(
+                f"round {round_index}, iteration {bad}: the training loss became NaN or infinite"
+            )
 
     def checkpoint(self):
+        # model.variables also lists what Keras leaves out of tf.train's object graph (the
+        # supermask layers' seed-generator states), so a resumed round samples the same masks
         return tf.train.Checkpoint(model=self.model, optimizer=self.optimizer,
-                                   loss_sum=self.loss_sum, loss_count=self.loss_count)
+                                   loss_sum=self.loss_sum, loss_count=self.loss_count,
+                                   model_variables=list(self.model.variables))
 
     # ---- evaluation ----------------------------------------------------------------
     def evaluate(self, images: np.ndarray, labels: np.ndarray, batch_size: int = 2500):
@@ -208,6 +227,7 @@ class Trainer:
             if on_iteration is not None:
                 on_iteration(iteration)
             if due(iteration, eval_every, iterations):
+                self.raise_if_nonfinite(round_index, iteration)
                 # sync point; read_value() also reads a strategy's mirrored variable
                 loss_value = float(self.loss_sum.read_value()) / max(
                     float(self.loss_count.read_value()), 1.0)
@@ -218,6 +238,7 @@ class Trainer:
                     )
                 self.loss_sum.assign(0.0)
                 self.loss_count.assign(0.0)
+                self.first_nonfinite.assign(0.0)
                 if before_evaluation:
                     before_evaluation()
                 record = self.evaluate_splits(data, iteration)
@@ -227,6 +248,7 @@ class Trainer:
                     log_evaluation(record)
             if checkpoint_every and save_checkpoint and iteration % checkpoint_every == 0 \
                     and iteration < iterations:
+                self.raise_if_nonfinite(round_index, iteration)  # never checkpoint NaN weights
                 save_checkpoint(iteration, history)
             bar.update(iteration, f"loss {loss_value:.4f}" if math.isfinite(loss_value) else "")
         seconds = time.time() - started
@@ -276,8 +298,9 @@ def path_exists_writable(folder: str) -> str | None:
     """None when `folder` can be created and written, else the reason."""
     try:
         os.makedirs(folder, exist_ok=True)
-        probe = os.path.join(folder, ".write-probe")
-        with open(probe, "wb") as stream:
+        # A unique name: processes sharing a parent folder (multi-worker) probe at once.
+        handle, probe = tempfile.mkstemp(prefix=".write-probe-", dir=folder)
+        with os.fdopen(handle, "wb") as stream:
             stream.write(b"0" * 1024)
             stream.flush()
             os.fsync(stream.fileno())

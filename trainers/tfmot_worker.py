@@ -1,0 +1,344 @@
+"""One target sparsity of the tfmot baseline, in legacy Keras 2 (run by tfmot_baseline.py).
+
+Experiment layer of tf_lth, in its own process: `TF_USE_LEGACY_KERAS=1 python
+trainers/tfmot_worker.py ROUND_DIR/worker_spec.json`. It is started as a script, not with
+`-m trainers...`, so that the `trainers` package (Keras 3) is never imported beside tf_keras
+and tensorflow-model-optimization. It uses only the NumPy/TensorFlow parts of tf_lth
+(`data`, `masks`, `run_files`).
+
+What it does, for level r of `--arch`'s lottery schedule (SPEC.md sections 1 to 3):
+- builds the arch in tf_keras with the same layer names and the same seeded Glorot-normal
+  kernels and zero biases as `tf_lth.models.build` (the initial weights are identical);
+- wraps each prunable layer in `prune_low_magnitude` with its own PolynomialDecay schedule
+  from 0 to `1 - kept_count(size, rate, r) / size` (hidden and output layers keep
+  different fractions, as in the lottery schedule);
+- trains with the run's optimizer, learning rate, batch size and iteration budget on the
+  same batches as a lottery round 0, evaluating every `--eval_every` iterations;
+- strips the wrappers, measures the fraction of nonzero kernel weights per layer, and
+  writes initial.npz, final.npz, masks.npz, metrics.jsonl and record.json atomically.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import sys
+import time
+
+EXIT_CONFIG, EXIT_DATA = 2, 6  # the same statuses as trainers/tfmot_baseline.py
+
+# (conv filters per block, dense units before the output layer), as in tf_lth.models.
+CONV_ARCHS = {
+    "conv2": ([[64, 64]], [256, 256]),
+    "conv4": ([[64, 64], [128, 128]], [256, 256]),
+    "conv6": ([[64, 64], [128, 128], [256, 256]], [256, 256]),
+}
+
+
+def _fail(message: str, status: int) -> None:
+    sys.stderr.write(f"error: {message}\n")
+    sys.stderr.flush()
+    sys.exit(status)
+
+
+def load_data(config: dict):
+    """The run's data, as `trainers.load_data` gives it (synthetic sets included)."""
+    from tf_lth import data as data_lib
+    from tf_lth.config import SYNTHETIC_DATASETS
+
+    if config["dataset"] in SYNTHETIC_DATASETS:
+        # Keep in step with trainers.load_data (that module imports Keras 3).
+        shape = (28, 28, 1) if config["dataset"] == "synthetic_mnist" else (32, 32, 3)
+        return data_lib.synthetic(shape, seed=config["seed"], num_train=2000, num_val=200,
+                                  num_test=400, name=config["dataset"])
+    return data_lib.load(config["dataset"], config.get("data_dir"),
+                         config.get("validation_size"), download=config.get("download", True))
+
+
+def build_model(arch: str, input_shape, num_classes: int, seed, schedules=None):
+    """The paper's network in tf_keras; layers named in `schedules` are pruning-wrapped."""
+    import tf_keras
+    import tensorflow_model_optimization as tfmot
+
+    schedules = schedules or {}
+    index = iter(range(1_000_000))
+
+    def layer(kind, *args, **kwargs):
+        number = next(index)  # the same seed per layer as tf_lth.models.build
+        kwargs.update(
+            kernel_initializer=tf_keras.initializers.GlorotNormal(
+                seed=None if seed is None else seed * 1000 + number),
+            bias_initializer="zeros",
+        )
+        built = kind(*args, **kwargs)
+        if kwargs["name"] in schedules:
+            return tfmot.sparsity.keras.prune_low_magnitude(
+                built, pruning_schedule=schedules[kwargs["name"]], name=f"prune_{kwargs['name']}")
+        return built
+
+    layers = [tf_keras.Input(shape=tuple(input_shape), name="images"),
+              tf_keras.layers.Flatten(name="flatten")]
+    if arch == "fc":
+        layers += [layer(tf_keras.layers.Dense, 300, activation="relu", name="dense_1"),
+                   layer(tf_keras.layers.Dense, 100, activation="relu", name="dense_2")]
+    elif arch in CONV_ARCHS:
+        layers = layers[:1]
+        conv_blocks, dense_units = CONV_ARCHS[arch]
+        count = 0
+        for block, filters_list in enumerate(conv_blocks, start=1):
+            for filters in filters_list:
+                count += 1
+                layers.append(layer(tf_keras.layers.Conv2D, filters, 3, padding="same",
+                                    activation="relu", name=f"conv_{count}"))
+            layers.append(tf_keras.layers.MaxPooling2D(2, name=f"pool_{block}"))
+        layers.append(tf_keras.layers.Flatten(name="flatten"))
+        for number, units in enumerate(dense_units, start=1):
+            layers.append(layer(tf_keras.layers.Dense, units, activation="relu",
+                                name=f"dense_{number}"))
+    else:
+        _fail(f"--arch={arch!r} is not allowed; allowed: fc, conv2, conv4, conv6.", EXIT_CONFIG)
+    layers.append(layer(tf_keras.layers.Dense, num_classes, name="output"))
+    return tf_keras.Sequential(layers, name=arch)
+
+
+def kernel_layers(model) -> dict:
+    """{name: layer} of the Dense/Conv2D layers (unwrapped), in order."""
+    import tf_keras
+
+    found = {}
+    for item in model.layers:
+        inner = getattr(item, "layer", item)
+        if isinstance(inner, (tf_keras.layers.Dense, tf_keras.layers.Conv2D)):
+            found[inner.name] = inner
+    return found
+
+
+def layer_group(name: str, names: list) -> str:
+    """conv, dense or output (the last Dense): the prune-rate group, as tf_lth.models."""
+    if name.startswith("conv_"):
+        return "conv"
+    return "output" if name == names[-1] else "dense"
+
+
+def pruning_window(iterations: int, frequency: int = 100) -> tuple:
+    """(begin_step, end_step, frequency) inside the budget: prune over about the 10%..60%
+    of training, in steps of `frequency` so that end_step is a pruning step, then train the
+    remaining iterations at the target sparsity."""
+    frequency = max(1, min(frequency, iterations // 4))
+    begin = frequency * int(round(0.1 * iterations / frequency))
+    end = begin + frequency * max(1, int(0.5 * iterations / frequency))
+    return begin, min(end, iterations), frequency
+
+
+def make_optimizer(name: str, learning_rate: float, momentum: float):
+    import tf_keras
+
+    if name == "adam":
+        return tf_keras.optimizers.Adam(learning_rate=learning_rate)
+    if name == "sgd":
+        return tf_keras.optimizers.SGD(learning_rate=learning_rate, momentum=momentum)
+    if name == "rmsprop":
+        return tf_keras.optimizers.RMSprop(learning_rate=learning_rate, momentum=0.0)
+    _fail(f"--optimizer={name!r} is not allowed; allowed: adam, sgd, rmsprop.", EXIT_CONFIG)
+
+
+def run(spec: dict) -> dict:
+    import numpy as np
+    import tensorflow as tf
+    import tf_keras
+    import tensorflow_model_optimization as tfmot
+
+    from tf_lth import masks, run_files
+    from tf_lth.data import DataError
+
+    config, level, out_dir = spec["config"], int(spec["level"]), spec["out_dir"]
+    if config.get("deterministic"):
+        tf.config.experimental.enable_op_determinism()
+    tf_keras.utils.set_random_seed(config["seed"])
+    try:
+        data = load_data(config)
+    except DataError as error:
+        _fail(str(error), EXIT_DATA)
+    batch_size = int(config["batch_size"])
+    if config.get("iterations"):
+        iterations = int(config["iterations"])
+    else:
+        iterations = max(1, int(round(config["epochs"] * data.steps_per_epoch(batch_size))))
+    if batch_size > len(data.train_images):
+        _fail(f"--batch_size={batch_size} is larger than the {len(data.train_images)} training "
+              "examples; allowed: 1 to the training set size.", EXIT_CONFIG)
+
+    # Per-layer targets of the lottery schedule: kept_count(size, rate, level) each.
+    plain = build_model(config["arch"], data.image_shape, data.num_classes, config["seed"])
+    layers = kernel_layers(plain)
+    names = list(layers)
+    sizes = {name: int(np.prod(layer.kernel.shape)) for name, layer in layers.items()}
+    rates = config["prune_rates"]
+    targets = {name: masks.kept_count(sizes[name], rates[layer_group(name, names)], level)
+               for name in names}
+    begin, end, frequency = pruning_window(iterations)
+    schedules = {
+        name: tfmot.sparsity.keras.PolynomialDecay(
+            initial_sparsity=0.0, final_sparsity=1.0 - targets[name] / sizes[name],
+            begin_step=begin, end_step=end, power=3, frequency=frequency)
+        for name in names if targets[name] < sizes[name]
+    }
+    del plain
+    tf_keras.backend.clear_session()
+    model = build_model(config["arch"], data.image_shape, data.num_classes, config["seed"],
+                        schedules)
+    layers = kernel_layers(model)
+    initial = {name: layer.kernel.numpy() for name, layer in layers.items()}
+    optimizer = make_optimizer(config["optimizer"], config["learning_rate"],
+                               config.get("momentum", 0.9))
+    step_callback = tfmot.sparsity.keras.UpdatePruningStep()
+    step_callback.set_model(model)
+    step_callback.on_train_begin()  # pruning_step starts at 0; each training call adds 1
+
+    @tf.function(reduce_retracing=True)
+    def train_step(images, labels):
+        with tf.GradientTape() as tape:
+            logits = model(images, training=True)
+            loss = tf.reduce_mean(tf_keras.losses.sparse_categorical_crossentropy(
+                labels, logits, from_logits=True))
+        variables = model.trainable_variables
+        optimizer.apply_gradients(zip(tape.gradient(loss, variables), variables))
+        return loss
+
+    @tf.function(reduce_retracing=True)
+    def eval_step(images, labels):
+        logits = model(images, training=False)
+        losses = tf_keras.losses.sparse_categorical_crossentropy(labels, logits,
+                                                                 from_logits=True)
+        correct = tf.cast(tf.equal(tf.argmax(logits, -1, output_type=tf.int32), labels),
+                          tf.float32)
+        return tf.reduce_sum(losses), tf.reduce_sum(correct)
+
+    def evaluate(images, labels, size=2500):
+        loss, correct = 0.0, 0.0
+        for start in range(0, len(images), size):
+            batch_loss, batch_correct = eval_step(tf.constant(images[start:start + size]),
+                                                  tf.constant(labels[start:start + size]))
+            loss += float(batch_loss)  # sync point
+            correct += float(batch_correct)
+        return loss / max(len(images), 1), correct / max(len(images), 1)
+
+    def sparsity_now() -> float:
+        zeros = sum(int(np.sum(layer.kernel.numpy() == 0)) for layer in layers.values())
+        return zeros / sum(sizes.values())
+
+    def evaluation(iteration, train_loss=None):
+        val_loss, val_accuracy = evaluate(data.val_images, data.val_labels)
+        test_loss, test_accuracy = evaluate(data.test_images, data.test_labels)
+        record = {"iteration": iteration, "val_loss": val_loss, "val_accuracy": val_accuracy,
+                  "test_loss": test_loss, "test_accuracy": test_accuracy,
+                  "sparsity": sparsity_now()}
+        if train_loss is not None:
+            record["train_loss"] = train_loss
+        run_files.append_jsonl(os.path.join(out_dir, "metrics.jsonl"), record)
+        return record
+
+    metrics_path = os.path.join(out_dir, "metrics.jsonl")
+    if os.path.exists(metrics_path):
+        os.unlink(metrics_path)
+    overall = 1.0 - sum(targets.values()) / sum(sizes.values())
+    print(f"level {level}: tfmot prune_low_magnitude to {100 * (1 - overall):.2f}% of weights "
+          f"remaining, pruning from iteration {begin} to {end} every {frequency}, "
+          f"{iterations} iterations", flush=True)
+    history = [evaluation(0)]
+    batches = data.train_batches(batch_size, config["seed"] * 1000)  # lottery round 0's order
+    eval_every = int(config["eval_every"])
+    started = time.time()
+    loss_sum, loss_count = tf.constant(0.0), 0
+    for iteration in range(1, iterations + 1):
+        images, labels = next(batches)
+        loss_sum += train_step(images, labels)
+        loss_count += 1
+        if iteration == iterations or iteration % eval_every == 0:
+            train_loss = float(loss_sum) / loss_count  # sync point
+            if not math.isfinite(train_loss):
+                _fail(f"level {level}: training loss became {train_loss} between iterations "
+                      f"{iteration - loss_count + 1} and {iteration}", 3)
+            loss_sum, loss_count = tf.constant(0.0), 0
+            history.append(evaluation(iteration, train_loss))
+    seconds = time.time() - started
+    step_callback.on_epoch_end(-1)  # weights = weights * mask before stripping
+
+    stripped = tfmot.sparsity.keras.strip_pruning(model)
+    stripped_layers = kernel_layers(stripped)
+    final_kernels = {name: layer.kernel.numpy() for name, layer in stripped_layers.items()}
+    kept_masks = {name: (kernel != 0).astype(np.float32) for name, kernel in final_kernels.items()}
+    kept = sum(float(mask.sum()) for mask in kept_masks.values())
+    test_loss, test_accuracy = evaluate_plain(stripped, data.test_images, data.test_labels)
+    val_loss, val_accuracy = evaluate_plain(stripped, data.val_images, data.val_labels)
+    # Only evaluations at the target sparsity compete for "best": an earlier, denser point
+    # would credit the baseline with a network it does not return.
+    at_target = [item for item in history if item["iteration"] >= end] or history[-1:]
+    best = min(at_target, key=lambda item: item["val_loss"])
+    record = {
+        "round": level,
+        "prune_level": level,
+        "criterion": "tfmot_magnitude",
+        "weights_remaining": kept / sum(sizes.values()),
+        "layers": {name: float(mask.mean()) for name, mask in kept_masks.items()},
+        "target_weights_remaining": 1.0 - overall,
+        "target_layers": {name: targets[name] / sizes[name] for name in names},
+        "test_accuracy": test_accuracy,
+        "val_accuracy": val_accuracy,
+        "test_loss": test_loss,
+        "val_loss": val_loss,
+        "best": {"iteration": best["iteration"], "val_loss": best["val_loss"],
+                 "val_accuracy": best["val_accuracy"], "test_accuracy": best["test_accuracy"]},
+        "iterations": iterations,
+        "seconds": seconds,
+        "examples_per_second": iterations * batch_size / seconds if seconds > 0 else 0.0,
+        "evaluations": len(history),
+        "pruning_schedule": {"kind": "PolynomialDecay", "initial_sparsity": 0.0, "power": 3,
+                             "begin_step": begin, "end_step": end, "frequency": frequency},
+    }
+    run_files.save_arrays(os.path.join(out_dir, "initial.npz"), initial)
+    run_files.save_arrays(os.path.join(out_dir, "final.npz"),
+                          {f"{name}/kernel": kernel for name, kernel in final_kernels.items()})
+    run_files.save_arrays(os.path.join(out_dir, "masks.npz"), kept_masks)
+    run_files.write_json(os.path.join(out_dir, "record.json"), record)
+    print(f"level {level}: {100 * record['weights_remaining']:.2f}% of weights remaining, "
+          f"test accuracy {100 * test_accuracy:.2f}% (at best validation loss at the target: "
+          f"{100 * best['test_accuracy']:.2f}%, iteration {best['iteration']}), "
+          f"{record['examples_per_second']:.0f} examples/s", flush=True)
+    return record
+
+
+def evaluate_plain(model, images, labels, size=2500):
+    """(mean loss, accuracy) of a plain (stripped) tf_keras model."""
+    import numpy as np
+    import tf_keras
+
+    losses, correct = [], 0
+    for start in range(0, len(images), size):
+        logits = model(images[start:start + size], training=False).numpy()
+        losses.append(tf_keras.losses.sparse_categorical_crossentropy(
+            labels[start:start + size], logits, from_logits=True).numpy())
+        correct += int(np.sum(np.argmax(logits, -1) == labels[start:start + size]))
+    return float(np.concatenate(losses).mean()), correct / max(len(images), 1)
+
+
+def main(argv) -> int:
+    if os.environ.get("TF_USE_LEGACY_KERAS") != "1":
+        _fail("the tfmot worker needs TF_USE_LEGACY_KERAS=1 (tfmot supports Keras 2 only); "
+              "run it through --experiment=tfmot_baseline.", EXIT_CONFIG)
+    if len(argv) != 2:
+        _fail("usage: tfmot_worker.py ROUND_DIR/worker_spec.json", EXIT_CONFIG)
+    with open(argv[1], encoding="utf-8") as stream:
+        spec = json.load(stream)
+    run(spec)
+    return 0
+
+
+if __name__ == "__main__":
+    # Started as a script: put the repository root (not trainers/) on the path, so that
+    # `tf_lth` imports and the Keras 3 `trainers` package does not.
+    _here = os.path.dirname(os.path.abspath(__file__))
+    sys.path[:] = [path for path in sys.path if os.path.abspath(path or ".") != _here]
+    sys.path.insert(0, os.path.dirname(_here))
+    sys.exit(main(sys.argv))
