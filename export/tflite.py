@@ -292,15 +292,19 @@ def _index_vector(values: np.ndarray, limit_uint8: bool = True):
     return schema.SparseIndexVector.Int32Vector, schema.Int32VectorT(), np.int32
 
 
+_VALUE_TYPES = {schema.TensorType.FLOAT32: np.float32, schema.TensorType.INT8: np.int8}
+
+
 def _decode_block_sparse(tensor, data: bytes) -> np.ndarray:
-    """Dense (out, in) float32 values of a 1xB block-sparse weight tensor."""
+    """Dense (out, in) values (float32 or int8) of a 1xB block-sparse weight tensor."""
     sparsity = tensor.sparsity
     rows, columns = int(tensor.shape[0]), int(tensor.shape[1])
     block = int(sparsity.dimMetadata[2].denseSize)
     segments = np.asarray(sparsity.dimMetadata[1].arraySegments.values, np.int64)
     indices = np.asarray(sparsity.dimMetadata[1].arrayIndices.values, np.int64)
-    values = np.frombuffer(bytes(data), np.float32).reshape(-1, block)
-    dense = np.zeros((rows, columns), np.float32)
+    dtype = _VALUE_TYPES[tensor.type]
+    values = np.frombuffer(bytes(data), dtype).reshape(-1, block)
+    dense = np.zeros((rows, columns), dtype)
     for row in range(rows):
         for position in range(segments[row], segments[row + 1]):
             start = indices[position] * block
@@ -309,7 +313,7 @@ def _decode_block_sparse(tensor, data: bytes) -> np.ndarray:
 
 
 def reencode_blocks_as_csr(model_bytes: bytes) -> bytes | None:
-    """Re-encodes float 1x4-block-sparse FULLY_CONNECTED weights as element-wise CSR.
+    """Re-encodes block-sparse FULLY_CONNECTED weights (float or int8) as element-wise CSR.
 
     LiteRT's converter switches a very sparse layer to its 1x4 block encoding even when
     the zeros are not in whole blocks; partly filled blocks are stored whole, so the file
@@ -329,7 +333,7 @@ def reencode_blocks_as_csr(model_bytes: bytes) -> bytes | None:
         tensor = graph.tensors[operator.inputs[1]]
         sparsity = tensor.sparsity
         if (sparsity is not None and sparsity.blockMap is not None and len(sparsity.blockMap)
-                and tensor.type == schema.TensorType.FLOAT32 and len(tensor.shape) == 2):
+                and tensor.type in _VALUE_TYPES and len(tensor.shape) == 2):
             targets.append(operator)
     if not targets:
         return None
@@ -368,11 +372,11 @@ def reencode_blocks_as_csr(model_bytes: bytes) -> bytes | None:
         sparsity.blockMap = np.array([], np.int32)
         sparsity.dimMetadata = [row_metadata, column_metadata]
         tensor.sparsity = sparsity
-        model.buffers[tensor.buffer].data = np.frombuffer(
-            dense[nonzero].astype(np.float32).tobytes(), np.uint8)
+        model.buffers[tensor.buffer].data = np.frombuffer(dense[nonzero].tobytes(), np.uint8)
         expanded = schema.TensorT()
         expanded.shape = np.array(dense.shape, np.int32)
-        expanded.type = schema.TensorType.FLOAT32
+        expanded.type = tensor.type
+        expanded.quantization = tensor.quantization  # per-channel scales are unchanged
         expanded.buffer = 0
         expanded.name = (tensor.name or b"weights") + b"/densified"
         graph.tensors.append(expanded)
@@ -392,13 +396,16 @@ def reencode_blocks_as_csr(model_bytes: bytes) -> bytes | None:
     return bytes(builder.Output())
 
 
-def _same_outputs(first: bytes, second: bytes, num_examples: int = 8) -> bool:
-    """Whether two float LiteRT models give the same outputs (1e-5) on random inputs."""
+def _same_outputs(first: bytes, second: bytes, num_examples: int = 8,
+                  default_delegates: bool = True) -> bool:
+    """Whether two LiteRT models give the same outputs (1e-5) on random inputs."""
     try:
         detail = _interpreter(first).get_input_details()[0]
         shape = [num_examples, *[int(dim) for dim in detail["shape"][1:]]]
         images = np.random.default_rng(0).uniform(size=shape).astype(np.float32)
-        return bool(np.allclose(run(first, images), run(second, images), atol=1e-5))
+        return bool(np.allclose(run(first, images),
+                                run(second, images, default_delegates=default_delegates),
+                                atol=1e-5))
     except (RuntimeError, ValueError):
         return False
 
@@ -428,17 +435,20 @@ def convert_with_fallback(plain_model: keras.Model, kind: str, representative_im
         failure = runs_in_default_interpreter(model_bytes)
         if failure is None:
             reason = f"sparse encoding is smaller ({len(model_bytes)} vs {len(dense_bytes)} bytes)"
-            csr_bytes = reencode_blocks_as_csr(model_bytes) if kind == "tflite_sparse" else None
+            csr_bytes = reencode_blocks_as_csr(model_bytes)
+            int8 = kind in INT8_KINDS
             if csr_bytes is not None and len(csr_bytes) < len(model_bytes) and \
-                    _same_outputs(model_bytes, csr_bytes):
-                # LiteRT block-encoded partly filled 1x4 blocks: element-wise CSR is smaller.
+                    _same_outputs(model_bytes, csr_bytes, default_delegates=not int8):
+                # LiteRT block-encoded partly filled blocks: element-wise CSR is smaller.
                 reason = (
                     f"sparse encoding is smaller ({len(csr_bytes)} vs {len(dense_bytes)} "
-                    f"bytes); LiteRT's 1x4 block encoding of partly filled blocks "
+                    f"bytes); LiteRT's block encoding of partly filled blocks "
                     f"({len(model_bytes)} bytes, faster) was re-encoded as element-wise CSR"
+                    + (", which runs on LiteRT's built-in kernels, not XNNPACK" if int8 else "")
                 )
                 sizes["block_encoded_size_bytes"] = len(model_bytes)
-                return csr_bytes, _choice(True, reason, reencoded_as_csr=True, **sizes)
+                extra = {"requires_default_delegates_off": True} if int8 else {}
+                return csr_bytes, _choice(True, reason, reencoded_as_csr=True, **extra, **sizes)
             return model_bytes, _choice(True, reason, **sizes)
         if runs_in_default_interpreter(model_bytes, default_delegates=False) is None:
             # XNNPACK refuses int8 FULLY_CONNECTED fed by DENSIFY; LiteRT's own kernels run it.
