@@ -18,6 +18,7 @@ SUPERMASK_WEIGHTS = ("init", "signed_constant")
 MASK_SAMPLINGS = ("bernoulli", "round")
 SUPERMASK_EXPORTS = ("expected", "sample")
 MASK_BLOCKS = ("1x1", "1x4")
+SYNTHETIC_DATASETS = ("synthetic", "synthetic_mnist")  # built in; other names are tfds'
 
 # SPEC.md sections 2 and 3: optimizer, learning rate, batch, epochs per round, prune rates.
 ARCH_PRESETS = {
@@ -147,6 +148,12 @@ def make(**values) -> Config:
     experiment = values.get("experiment", "dense")
     _choice("experiment", experiment, EXPERIMENTS)
     _choice("arch", arch, ARCHS)
+    dataset = values.get("dataset", "mnist")
+    if not dataset or (dataset.startswith("synthetic") and dataset not in SYNTHETIC_DATASETS):
+        raise ConfigError(
+            f"--dataset={dataset!r} is not allowed; allowed: {', '.join(SYNTHETIC_DATASETS)} "
+            "(built in) or a tfds image classification dataset such as mnist or cifar10."
+        )
     preset = ARCH_PRESETS[arch]
     if experiment == "learned_supermask":
         for key, value in SUPERMASK_PRESET.items():

@@ -121,6 +121,9 @@ def parse_flags(argv):
     try:
         return FLAGS(argv)
     except flags.Error as error:
-        fail(f"{str(error).splitlines()[0]}")
+        message = str(error).splitlines()[0]
+        if isinstance(error, flags.CantOpenFlagFileError):  # absl words it "ERROR:: ..."
+            message = "--flagfile: " + message.replace("ERROR:: ", "", 1)
+        fail(message)
     except (OSError, UnicodeDecodeError) as error:
         fail(f"--flagfile: cannot read ({error})")

@@ -152,3 +152,123 @@ def completed_rounds(run_dir: str) -> list:
         if name.startswith("round_") and name[6:].isdigit() and is_done(run_dir, int(name[6:])):
             rounds.append(int(name[6:]))
     return rounds
+
+
+def remove_directory(path: str) -> None:
+    """Removes a folder so that a kill mid-removal never leaves a half-deleted one in place."""
+    if not os.path.isdir(path):
+        return
+    doomed = tempfile.mkdtemp(prefix=".removing-", dir=os.path.dirname(os.path.abspath(path)))
+    os.replace(path, os.path.join(doomed, "tree"))
+    shutil.rmtree(doomed)
+
+
+def _writable_problem(run_dir: str) -> str | None:
+    """None when files can be written where `run_dir` is (or will be), else the reason.
+
+    Creates nothing: it probes the nearest existing ancestor with a small temporary file
+    (written and fsynced, so a full disk shows too). Works for root, whom permission bits
+    do not stop: a read-only filesystem or a path through a regular file still fails.
+    """
+    folder = os.path.abspath(run_dir)
+    while not os.path.exists(folder):
+        folder = os.path.dirname(folder)
+    if not os.path.isdir(folder):
+        return f"{folder} is a file, not a folder"
+    try:
+        handle, probe = tempfile.mkstemp(prefix=".write-probe-", dir=folder)
+        try:
+            with os.fdopen(handle, "wb") as stream:
+                stream.write(b"0" * 4096)
+                stream.flush()
+                os.fsync(stream.fileno())
+        finally:
+            os.unlink(probe)
+    except OSError as error:
+        return f"{folder}: {error.strerror or error}"
+    return None
+
+
+def check_run_dir(config) -> bool:
+    """Checks --run_dir against --resume/--overwrite before anything is loaded or written.
+
+    Needs no TensorFlow, so the CLI runs it first. Returns whether `run_dir` already holds
+    a run. Raises ConfigError naming the flag for: a run_dir that is a file, an existing run
+    without --resume or --overwrite, --overwrite of a folder that is not a tf_lth run, a
+    resume whose identity flags differ (or whose config.json / results.json is corrupt),
+    and a place where nothing can be written.
+    """
+    from tf_lth import config as config_lib
+    from tf_lth.config import ConfigError
+
+    run_dir = config.run_dir
+    config_path = os.path.join(run_dir, "config.json")
+    if os.path.exists(run_dir) and not os.path.isdir(run_dir):
+        raise ConfigError(f"--run_dir={run_dir!r} is a file; allowed: a folder path for this run.")
+    exists = os.path.isdir(run_dir) and any(
+        not name.startswith(".") for name in os.listdir(run_dir)
+    )
+    if exists and not (config.resume or config.overwrite):
+        raise ConfigError(
+            f"--run_dir={run_dir!r} already holds a run; allowed: --resume to continue it, "
+            "--overwrite to replace it, or a new folder."
+        )
+    if exists and config.overwrite and not os.path.exists(config_path):
+        raise ConfigError(
+            f"--overwrite: {run_dir!r} is not empty and not a tf_lth run (no config.json), so "
+            "it is not deleted; allowed: a tf_lth run_dir, or a new or empty folder."
+        )
+    if exists and config.resume:
+        if not os.path.exists(config_path):
+            raise ConfigError(
+                f"--resume: {config_path} is missing, so {run_dir!r} is not a tf_lth run; "
+                "allowed: the run_dir of an earlier tf_lth run."
+            )
+        try:
+            previous = read_json(config_path)
+            results_path = os.path.join(run_dir, "results.json")
+            if os.path.exists(results_path):
+                read_json(results_path)
+        except CorruptFileError as error:
+            raise ConfigError(f"--resume: {error}") from None
+        current = config_lib.to_dict(config)
+        for key in config_lib.RUN_IDENTITY:
+            if _normalise(previous.get(key)) != _normalise(current.get(key)):
+                raise ConfigError(
+                    f"--resume: --{key}={current.get(key)!r} differs from the run's "
+                    f"{previous.get(key)!r}; allowed: the run's own flags (see {run_dir}/flags.txt)."
+                )
+    problem = _writable_problem(run_dir)
+    if problem:
+        raise ConfigError(f"--run_dir={run_dir!r} is not writable ({problem}).")
+    return exists
+
+
+def check_source_run(config) -> None:
+    """--source_run must hold a completed dense round with its weights (no TensorFlow)."""
+    from tf_lth.config import ConfigError
+
+    if not config.source_run:
+        return
+    folder = round_dir(config.source_run, 0)
+    if not os.path.exists(os.path.join(folder, "DONE")):
+        raise ConfigError(
+            f"--source_run={config.source_run!r} has no completed dense round "
+            f"({folder}/DONE missing); allowed: the run_dir of a finished dense or lottery run."
+        )
+    for name in ("initial.npz", "final.npz", "record.json"):
+        if not os.path.isfile(os.path.join(folder, name)):
+            raise ConfigError(
+                f"--source_run={config.source_run!r} is missing its weights ({folder}/{name}); "
+                "allowed: the run_dir of a finished dense or lottery run."
+            )
+
+
+def _normalise(value):
+    if isinstance(value, (list, tuple)):
+        return [_normalise(item) for item in value]
+    if isinstance(value, dict):
+        return {key: _normalise(item) for key, item in sorted(value.items())}
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value

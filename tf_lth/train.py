@@ -23,10 +23,14 @@ def main(argv) -> int:
         tf_lth_flags.fail(f"unexpected arguments {argv[1:]}; allowed: --flag=value only.")
     from tf_lth.config import ConfigError
     from tf_lth.data import DataError
+    from tf_lth import run_files
     from tf_lth.run_files import CorruptFileError
 
     try:
         config = tf_lth_flags.to_config()
+        # The run directory and --source_run are checked before TensorFlow loads.
+        run_files.check_run_dir(config)
+        run_files.check_source_run(config)
     except ConfigError as error:
         tf_lth_flags.fail(str(error))
     import absl.logging
@@ -45,6 +49,9 @@ def main(argv) -> int:
         runs.prepare(config, tf_lth_flags.own_flags_text())
     except (ConfigError, DataError) as error:
         tf_lth_flags.fail(str(error))
+    except OSError as error:
+        tf_lth_flags.fail(f"--run_dir={config.run_dir!r} cannot be written "
+                          f"({error.strerror or error}).")
     try:
         trainers.run(config, data=data)
     except (ConfigError, DataError, CorruptFileError) as error:

@@ -9,6 +9,7 @@ compiled step. Every round is idempotent: a round with a DONE marker is skipped,
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import tempfile
@@ -57,6 +58,7 @@ class LotteryRun:
     def run(self) -> list:
         """Runs every round not yet done; returns the round records."""
         self.log(f"run directory: {self.config.run_dir}")
+        runs.round_records(self.config.run_dir)  # a corrupt record stops us before training
         for round_index in [0] + self.pruned_rounds:
             if run_files.is_done(self.config.run_dir, round_index):
                 self.log(f"round {round_index}: already complete, skipped")
@@ -128,9 +130,14 @@ class LotteryRun:
         folder = run_files.round_dir(config.run_dir, round_index)
         os.makedirs(folder, exist_ok=True)
         checkpoint_dir = os.path.join(folder, "checkpoint")
+        if not os.path.isdir(checkpoint_dir) and os.path.isdir(checkpoint_dir + ".old"):
+            os.replace(checkpoint_dir + ".old", checkpoint_dir)  # killed while swapping
         start_iteration, history = 0, []
         if os.path.exists(os.path.join(checkpoint_dir, "state.json")):
             start_iteration, history = self._restore_checkpoint(checkpoint_dir)
+            # evaluations logged after the checkpoint are repeated, so they are dropped
+            run_files.write_text(os.path.join(folder, "metrics.jsonl"), "".join(
+                json.dumps(item) + "\n" for item in history))
             self.log(f"round {round_index}: resuming at iteration {start_iteration}")
         else:
             if round_index == 0:
@@ -185,14 +192,20 @@ class LotteryRun:
                               {layer.name: np.array(layer.mask) for layer in self.layers})
         run_files.save_arrays(os.path.join(folder, "frozen.npz"),
                               {layer.name: np.array(layer.frozen) for layer in self.layers})
+        self._finish_round(round_index, folder, record)
         run_files.write_json(os.path.join(folder, "record.json"), record)
-        if os.path.isdir(checkpoint_dir):
-            shutil.rmtree(checkpoint_dir)
+        run_files.remove_directory(checkpoint_dir)  # renamed away first: never half deleted
+        for name in os.listdir(folder):  # temporary folders of checkpoints cut short by a kill
+            if name.startswith((".checkpoint-", ".removing-")) or name == "checkpoint.old":
+                shutil.rmtree(os.path.join(folder, name), ignore_errors=True)
         run_files.mark_done(config.run_dir, round_index)  # written last: the round is complete
         best = record["best"]
         self.log(f"round {round_index}: test accuracy {100 * record['test_accuracy']:.2f}% "
                  f"(at best validation loss: {100 * best['test_accuracy']:.2f}%, iteration "
                  f"{best['iteration']}), {record['examples_per_second']:.0f} examples/s")
+
+    def _finish_round(self, round_index: int, folder: str, record: dict) -> None:
+        """Extra round files and record entries, written before the DONE marker."""
 
     def _data_seed(self, round_index: int) -> int:
         return self.config.seed * 1000 + round_index

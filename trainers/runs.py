@@ -6,7 +6,6 @@ Experiment layer of tf_lth (DESIGN.md, "Run directory").
 from __future__ import annotations
 
 import os
-import shutil
 
 import numpy as np
 
@@ -29,31 +28,7 @@ def prepare(config, flags_text: str) -> None:
     """
     run_dir = config.run_dir
     config_path = os.path.join(run_dir, "config.json")
-    exists = os.path.isdir(run_dir) and any(
-        not name.startswith(".") for name in os.listdir(run_dir)
-    )
-    if exists and not (config.resume or config.overwrite):
-        raise ConfigError(
-            f"--run_dir={run_dir!r} already holds a run; allowed: --resume to continue it, "
-            "--overwrite to replace it, or a new folder."
-        )
-    if exists and config.resume:
-        if not os.path.exists(config_path):
-            raise ConfigError(
-                f"--resume: {config_path} is missing, so {run_dir!r} is not a tf_lth run; "
-                "allowed: the run_dir of an earlier tf_lth run."
-            )
-        try:
-            previous = run_files.read_json(config_path)
-        except run_files.CorruptFileError as error:
-            raise ConfigError(f"--resume: {error}") from None
-        current = config_lib.to_dict(config)
-        for key in config_lib.RUN_IDENTITY:
-            if _normalise(previous.get(key)) != _normalise(current.get(key)):
-                raise ConfigError(
-                    f"--resume: --{key}={current.get(key)!r} differs from the run's "
-                    f"{previous.get(key)!r}; allowed: the run's own flags (see {run_dir}/flags.txt)."
-                )
+    exists = run_files.check_run_dir(config)  # also run by the CLI before TensorFlow loads
     from trainers.loop import path_exists_writable
 
     parent = os.path.dirname(os.path.abspath(run_dir))
@@ -61,21 +36,13 @@ def prepare(config, flags_text: str) -> None:
     if problem:
         raise ConfigError(f"--run_dir={run_dir!r} is not writable ({problem}).")
     if exists and config.overwrite:
-        shutil.rmtree(run_dir)
+        run_files.remove_directory(run_dir)  # renamed away first: a kill leaves no half run
     os.makedirs(run_dir, exist_ok=True)
     if not (exists and config.resume):
-        run_files.write_text(os.path.join(run_dir, "flags.txt"), flags_text)
+        # config.json first: a folder holding it is a run that --resume/--overwrite accept
         run_files.write_json(config_path, config_lib.to_dict(config))
-
-
-def _normalise(value):
-    if isinstance(value, (list, tuple)):
-        return [_normalise(item) for item in value]
-    if isinstance(value, dict):
-        return {key: _normalise(item) for key, item in sorted(value.items())}
-    if isinstance(value, float) and value.is_integer():
-        return int(value)
-    return value
+    if not (exists and config.resume) or not os.path.exists(os.path.join(run_dir, "flags.txt")):
+        run_files.write_text(os.path.join(run_dir, "flags.txt"), flags_text)
 
 
 def write_results(run_dir: str, config, rounds: list, masks: list | None = None,

@@ -150,13 +150,11 @@ class LearnedSupermaskRun(LotteryRun):
         for layer in self.layers:
             layer.use_expected_mask.assign(1.0)  # periodic evaluations use the expected mask
         super()._train_round(round_index)
-        folder = run_files.round_dir(self.config.run_dir, round_index)
-        record = run_files.read_json(os.path.join(folder, "record.json"))
-        if "test_accuracy_expected_mask" in record:
-            return
+
+    def _finish_round(self, round_index: int, folder: str, record: dict) -> None:
+        """Expected-mask metrics and masks, written before the round's DONE marker."""
         record.update(self.supermask_metrics())
         run_files.save_arrays(os.path.join(folder, "masks.npz"), self.expected_masks())
-        run_files.write_json(os.path.join(folder, "record.json"), record)
         self.log(f"learned supermask: expected mask {100 * record['test_accuracy_expected_mask']:.2f}%"
                  f", sampled {100 * record['test_accuracy_sampled']:.2f}% "
                  f"(mean of {self.config.eval_samples}), "

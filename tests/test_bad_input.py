@@ -1,0 +1,293 @@
+"""The bad-input table (issue 6, item 5): every case exits 2 with one clear line and changes
+nothing on disk.
+
+Each case runs the real CLI in a subprocess and checks: exit status 2; stderr's last
+non-empty line starts with "error:" and names the flag (or file) to fix; it is the only
+line on stderr apart from TensorFlow's own start-up chatter; no traceback; an existing run
+directory (made once by a tiny real run) is unchanged, byte for byte and mtime for mtime;
+and a fresh --run_dir given to the case is not created.
+
+Most cases are rejected before TensorFlow is imported (well under a second each). Cases
+that need TensorFlow (tfds look-ups, a dataset's image shape, the export command) are
+started together, once, by the `slow_results` fixture, so they overlap.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+from tests.helpers import ROOT
+
+BASE = ["--experiment=lottery", "--dataset=synthetic_mnist", "--iterations=4", "--eval_every=2",
+        "--rounds=1", "--seed=0", "--noprogress"]
+# TensorFlow / absl start-up lines that bypass TF_CPP_MIN_LOG_LEVEL (not ours).
+NOISE_PREFIXES = ("WARNING: All log messages before absl::InitializeLog()",)
+
+
+def _is_noise(line: str) -> bool:
+    return line.startswith(NOISE_PREFIXES) or (
+        len(line) > 5 and line[0] in "IWEF" and line[1:5].isdigit() and " " in line
+    )
+
+
+def _command(module, args):
+    return [sys.executable, "-m", module, *args]
+
+
+def _env():
+    return dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", PYTHONPATH=ROOT)
+
+
+def snapshot(folder: str) -> dict:
+    """Every path under `folder`: files by (sha256, size, mtime_ns), folders by name."""
+    state = {}
+    for parent, folders, files in os.walk(folder):
+        for name in folders:
+            state[os.path.relpath(os.path.join(parent, name), folder) + "/"] = "dir"
+        for name in files:
+            path = os.path.join(parent, name)
+            with open(path, "rb") as stream:
+                digest = hashlib.sha256(stream.read()).hexdigest()
+            info = os.stat(path)
+            state[os.path.relpath(path, folder)] = (digest, info.st_size, info.st_mtime_ns)
+    return state
+
+
+# ---- the run directories the cases point at --------------------------------------------
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    """An existing tiny run, its variants, flagfiles and a tiny tfds dataset."""
+    root = tmp_path_factory.mktemp("bad_input")
+    existing = str(root / "existing")
+    process = subprocess.run(_command("tf_lth.train", BASE + [f"--run_dir={existing}"]),
+                             cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=600)
+    assert process.returncode == 0, process.stderr[-3000:]
+    assert os.path.exists(os.path.join(existing, "round_001", "DONE"))
+
+    no_weights = str(root / "source_without_weights")
+    shutil.copytree(existing, no_weights)
+    os.unlink(os.path.join(no_weights, "round_000", "final.npz"))
+    no_round = str(root / "run_without_completed_round")
+    shutil.copytree(existing, no_round)
+    for index in (0, 1):
+        os.unlink(os.path.join(no_round, f"round_{index:03d}", "DONE"))
+    foreign = root / "not_a_run"
+    foreign.mkdir()
+    (foreign / "thesis.tex").write_text("precious\n")
+    empty_data = root / "empty_tfds"
+    empty_data.mkdir()
+
+    flagfiles = {}
+    for name, payload in {
+        "stray_line": b"--iterations=4\niterations=5\n",
+        "bad_value": b"--rounds=abc\n",
+        "not_utf8": b"\xff\xfe--rounds=1\n",
+        "nested_missing": f"--flagfile={root}/no_such.flags\n".encode(),
+        "two_flags_one_line": b"--iterations=4 --rounds=2\n",
+    }.items():
+        path = root / f"{name}.flags"
+        path.write_bytes(payload)
+        flagfiles[name] = str(path)
+    return dict(root=str(root), existing=existing, no_weights=no_weights, no_round=no_round,
+                foreign=str(foreign), empty_data=str(empty_data), flagfiles=flagfiles,
+                fresh=str(root / "fresh" / "run"), tiny=_tiny_tfds(str(root / "tfds")))
+
+
+def _tiny_tfds(data_dir: str) -> str:
+    """A prepared tfds dataset `tiny_images` of 4x4x1 images (too small for conv6)."""
+    code = f"""
+import numpy as np, tensorflow as tf, tensorflow_datasets as tfds
+def split(n, seed):
+    rng = np.random.default_rng(seed)
+    return tf.data.Dataset.from_tensor_slices({{
+        "image": rng.integers(0, 255, (n, 4, 4, 1)).astype(np.uint8),
+        "label": rng.integers(0, 10, n).astype(np.int64)}})
+tfds.dataset_builders.TfDataBuilder(
+    name="tiny_images", version="1.0.0", data_dir={data_dir!r},
+    split_datasets={{"train": split(64, 0), "test": split(16, 1)}},
+    features=tfds.features.FeaturesDict({{
+        "image": tfds.features.Image(shape=(4, 4, 1)),
+        "label": tfds.features.ClassLabel(num_classes=10)}}),
+).download_and_prepare()
+"""
+    return code  # run by slow_results while the other slow cases start
+
+
+# ---- the table ---------------------------------------------------------------------------
+# (id, kind, args, text the error line must contain). kind "resume": BASE + --resume on the
+# existing run + args (only the bad flag differs from the run's own); "fresh": BASE on a
+# fresh --run_dir + args; "raw": args only (plus a fresh --run_dir); "export": the export CLI.
+FAST = [
+    ("unknown_criterion", "resume", ["--criterion=largest_ever"], "--criterion"),
+    ("unknown_criterion_in_list", "fresh",
+     ["--experiment=untrained_supermask", "--criterion=large_final,bogus"], "--criterion"),
+    ("unknown_mask_one_action", "resume", ["--mask_one_action=bogus"], "--mask_one_action"),
+    ("unknown_mask_zero_action", "resume", ["--mask_zero_action=bogus"], "--mask_zero_action"),
+    ("prune_rate_one", "resume", ["--prune_rates=dense=1.0"], "--prune_rates"),
+    ("prune_rate_above_one", "resume", ["--prune_rates=output=1.5"], "--prune_rates"),
+    ("prune_rate_negative", "resume", ["--prune_rates=dense=-0.1"], "--prune_rates"),
+    ("prune_rate_not_a_number", "resume", ["--prune_rates=dense=abc"], "--prune_rates"),
+    ("prune_rate_unknown_group", "resume", ["--prune_rates=attention=0.2"], "--prune_rates"),
+    ("negative_rounds", "resume", ["--rounds=-1"], "--rounds"),
+    ("rewind_at_training_length", "resume", ["--rewind_iteration=4"], "--rewind_iteration"),
+    ("rewind_beyond_training_length", "resume", ["--rewind_iteration=400"],
+     "--rewind_iteration"),
+    ("negative_rewind", "resume", ["--rewind_iteration=-1"], "--rewind_iteration"),
+    ("unknown_arch", "resume", ["--arch=resnet50"], "--arch"),
+    ("unknown_optimizer", "resume", ["--optimizer=lbfgs"], "--optimizer"),
+    ("unknown_experiment", "resume", ["--experiment=distillation"], "--experiment"),
+    ("unknown_strategy", "resume", ["--strategy=horovod"], "--strategy"),
+    ("zero_batch_size", "resume", ["--batch_size=0"], "--batch_size"),
+    ("negative_batch_size", "resume", ["--batch_size=-60"], "--batch_size"),
+    ("zero_learning_rate", "resume", ["--learning_rate=0"], "--learning_rate"),
+    ("negative_learning_rate", "resume", ["--learning_rate=-0.1"], "--learning_rate"),
+    ("nan_learning_rate", "resume", ["--learning_rate=nan"], "--learning_rate"),
+    ("infinite_learning_rate", "resume", ["--learning_rate=inf"], "--learning_rate"),
+    ("zero_epochs", "resume", ["--epochs=0"], "--epochs"),
+    ("negative_epochs", "resume", ["--epochs=-2"], "--epochs"),
+    ("zero_iterations", "resume", ["--iterations=0"], "--iterations"),
+    ("zero_eval_every", "resume", ["--eval_every=0"], "--eval_every"),
+    ("negative_checkpoint_every", "resume", ["--checkpoint_every=-5"], "--checkpoint_every"),
+    ("unknown_synthetic_dataset", "fresh", ["--dataset=synthetic_cifar100"], "--dataset"),
+    ("unknown_export_format", "resume", ["--export=onnx"], "--export"),
+    ("resume_and_overwrite", "resume", ["--overwrite"], "--overwrite"),
+    # absl's own flag errors
+    ("non_integer_rounds", "resume", ["--rounds=abc"], "--rounds"),
+    ("fractional_iterations", "resume", ["--iterations=1.5"], "--iterations"),
+    ("unknown_flag", "resume", ["--prune_rate=0.2"], "prune_rate"),
+    ("positional_argument", "resume", ["lottery"], "unexpected arguments"),
+    ("missing_run_dir", "raw", ["--experiment=dense", "--dataset=synthetic_mnist"], "--run_dir"),
+    # malformed flagfiles
+    ("missing_flagfile", "resume", ["--flagfile={root}/no_such.flags"], "--flagfile"),
+    ("flagfile_stray_line", "resume", ["--flagfile={flagfiles[stray_line]}"],
+     "unexpected arguments"),
+    ("flagfile_bad_value", "resume", ["--flagfile={flagfiles[bad_value]}"], "--rounds"),
+    ("flagfile_not_utf8", "resume", ["--flagfile={flagfiles[not_utf8]}"], "--flagfile"),
+    ("flagfile_nested_missing", "resume", ["--flagfile={flagfiles[nested_missing]}"],
+     "--flagfile"),
+    ("flagfile_two_flags_one_line", "resume", ["--flagfile={flagfiles[two_flags_one_line]}"],
+     "--iterations"),
+    # a resume whose identity flags differ from the run's
+    ("mismatched_resume_arch", "resume", ["--arch=conv2"], "--arch"),
+    ("mismatched_resume_dataset", "resume", ["--dataset=synthetic"], "--dataset"),
+    ("mismatched_resume_criterion", "resume", ["--criterion=small_final"], "--criterion"),
+    ("mismatched_resume_rates", "resume", ["--prune_rates=dense=0.3"], "--prune_rates"),
+    ("mismatched_resume_seed", "resume", ["--seed=1"], "--seed"),
+    ("mismatched_resume_iterations", "resume", ["--iterations=8"], "--iterations"),
+    ("resume_of_a_folder_that_is_not_a_run", "raw",
+     BASE + ["--resume", "--run_dir={foreign}"], "config.json"),
+    # the run directory itself
+    ("existing_run_without_resume_or_overwrite", "raw", BASE + ["--run_dir={existing}"],
+     "--run_dir"),
+    ("overwrite_of_a_folder_that_is_not_a_run", "raw",
+     BASE + ["--overwrite", "--run_dir={foreign}"], "--overwrite"),
+    ("run_dir_is_a_file", "raw", BASE + ["--run_dir={foreign}/thesis.tex"], "--run_dir"),
+    # --source_run without its weights
+    ("source_run_missing", "fresh",
+     ["--experiment=untrained_supermask", "--source_run={root}/no_such_run"], "--source_run"),
+    ("source_run_without_final_weights", "fresh",
+     ["--experiment=untrained_supermask", "--source_run={no_weights}"], "final.npz"),
+]
+SLOW = [
+    ("unknown_dataset", "fresh", ["--dataset=no_such_dataset_xyz"], "--dataset"),
+    ("data_dir_without_dataset_nodownload", "fresh",
+     ["--dataset=mnist", "--data_dir={empty_data}", "--nodownload"], "--data_dir"),
+    ("images_too_small_for_the_network", "fresh",
+     ["--dataset=tiny_images", "--data_dir={root}/tfds", "--arch=conv6", "--validation_size=8",
+      "--batch_size=8"], "cannot take"),
+    ("rewind_beyond_epochs_training_length", "raw",
+     ["--experiment=lottery", "--dataset=synthetic_mnist", "--epochs=1", "--batch_size=1000",
+      "--rewind_iteration=5", "--run_dir={fresh}"], "--rewind_iteration"),
+    ("export_of_a_run_with_no_completed_round", "export",
+     ["--run_dir={no_round}", "--formats=saved_model"], "no completed round"),
+]
+
+
+def _case_command(world, kind, args):
+    args = [arg.format(**world) for arg in args]
+    if kind == "export":
+        return _command("tf_lth.export", args)
+    if kind == "resume":
+        return _command("tf_lth.train", BASE + args + ["--resume", f"--run_dir={world['existing']}"])
+    if kind == "fresh":
+        return _command("tf_lth.train", BASE + args + [f"--run_dir={world['fresh']}"])
+    return _command("tf_lth.train", args)  # "raw": exactly the case's arguments
+
+
+def _check(world, before, result, expected):
+    returncode, stdout, stderr = result
+    assert "Traceback" not in stderr, stderr[-3000:]
+    assert returncode == 2, (returncode, stdout[-1000:], stderr[-3000:])
+    lines = [line for line in stderr.splitlines() if line.strip()]
+    assert lines, "nothing on stderr"
+    last = lines[-1]
+    assert last.startswith("error: "), last
+    assert expected in last, (expected, last)
+    ours = [line for line in lines if not _is_noise(line)]
+    assert ours == [last], ours  # one line
+    assert len(last) < 600
+    for name, folder in (("existing", world["existing"]), ("foreign", world["foreign"]),
+                         ("no_weights", world["no_weights"]), ("no_round", world["no_round"])):
+        assert snapshot(folder) == before[name], f"{name} run directory changed"
+    assert not os.path.exists(world["fresh"]), "a fresh --run_dir was created"
+    assert not os.path.exists(os.path.dirname(world["fresh"])), "--run_dir's parent was created"
+
+
+@pytest.fixture(scope="module")
+def before(world):
+    return {name: snapshot(world[name]) for name in ("existing", "foreign", "no_weights",
+                                                     "no_round")}
+
+
+@pytest.mark.parametrize("case_id,kind,args,expected", FAST, ids=[case[0] for case in FAST])
+def test_bad_input_is_refused_before_anything_runs(world, before, case_id, kind, args,
+                                                   expected):
+    process = subprocess.run(_case_command(world, kind, args), cwd=ROOT, env=_env(),
+                             capture_output=True, text=True, timeout=300)
+    _check(world, before, (process.returncode, process.stdout, process.stderr), expected)
+    assert "round 0" not in process.stdout  # nothing trained
+
+
+@pytest.fixture(scope="module")
+def slow_results(world, before):
+    """Runs every slow case at once (each imports TensorFlow); {case id: (rc, out, err)}."""
+    def start(command):
+        return subprocess.Popen(command, cwd=ROOT, env=_env(), stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True)
+
+    processes = {case_id: start(_case_command(world, kind, args))
+                 for case_id, kind, args, _ in SLOW if "tiny_images" not in " ".join(args)}
+    exec(world["tiny"], {})  # meanwhile, here: the tiny tfds dataset
+    for case_id, kind, args, _ in SLOW:
+        if case_id not in processes:  # needs the tiny dataset made above
+            processes[case_id] = start(_case_command(world, kind, args))
+    results = {}
+    for case_id, process in processes.items():
+        stdout, stderr = process.communicate(timeout=600)
+        results[case_id] = (process.returncode, stdout, stderr)
+    return results
+
+
+@pytest.mark.parametrize("case_id,kind,args,expected", SLOW, ids=[case[0] for case in SLOW])
+def test_bad_input_needing_tensorflow_is_refused_before_anything_is_written(
+        world, before, slow_results, case_id, kind, args, expected):
+    _check(world, before, slow_results[case_id], expected)
+    assert "round 0" not in slow_results[case_id][1]  # nothing trained
+
+
+def test_the_table_covers_every_kind_the_issue_names():
+    ids = {case[0] for case in FAST + SLOW}
+    for needed in ("unknown_criterion", "unknown_mask_one_action", "unknown_mask_zero_action",
+                   "prune_rate_one", "prune_rate_negative", "negative_rounds",
+                   "rewind_beyond_training_length", "source_run_without_final_weights",
+                   "export_of_a_run_with_no_completed_round", "flagfile_stray_line",
+                   "mismatched_resume_arch", "mismatched_resume_dataset",
+                   "mismatched_resume_criterion", "mismatched_resume_rates",
+                   "images_too_small_for_the_network"):
+        assert needed in ids, needed
