@@ -48,6 +48,7 @@ def plot_runs(run_dirs: list, out: str, title: str | None = None) -> str:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import matplotlib.ticker
 
     results = [(run_dir, _load(run_dir)) for run_dir in run_dirs]
     figure, axis = plt.subplots(figsize=(8, 5))
@@ -83,13 +84,18 @@ def plot_runs(run_dirs: list, out: str, title: str | None = None) -> str:
                       [100 * r["best"]["test_accuracy"] for r in pruned],
                       marker="o", label=run_label(result))
     axis.set_xscale("log")
+    low, high = sorted(axis.get_xlim())
+    ticks = [t for t in (100, 50, 20, 10, 5, 2, 1, 0.5, 0.2, 0.1) if low <= t <= high]
+    axis.set_xticks(ticks, [f"{tick:g}" for tick in ticks])
+    axis.set_xlim(low, high)
+    axis.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
     axis.invert_xaxis()
     axis.set_xlabel("percent of weights remaining")
     axis.set_ylabel("test accuracy (%)" if supermask_only else
                     "test accuracy at best validation loss (%)")
     axis.set_title(title or ("untrained supermasks" if supermask_only else "lottery tickets"))
     axis.grid(True, which="both", alpha=0.3)
-    axis.legend(fontsize=7, loc="lower left")
+    axis.legend(fontsize=7, loc="best")
     figure.tight_layout()
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png", dpi=120)
