@@ -1,6 +1,20 @@
-"""A few test images for the examples: from a .npy file, or tfds' test split."""
+"""Shared by the examples: their flags, and a few test images (.npy file or tfds)."""
+
+import argparse
 
 import numpy as np
+
+
+def parse_arguments(description):
+    """(arguments, images, labels) from --export_dir, --images, --dataset, --data_dir."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--export_dir", required=True, help="RUN_DIR/export")
+    parser.add_argument("--images", default=None, help=".npy of images (else tfds test split)")
+    parser.add_argument("--dataset", default="mnist")
+    parser.add_argument("--data_dir", default=None)
+    arguments = parser.parse_args()
+    images, labels = load_images(arguments.images, arguments.dataset, arguments.data_dir)
+    return arguments, images, labels
 
 
 def load_images(images_path=None, dataset="mnist", data_dir=None, count=8):

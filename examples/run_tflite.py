@@ -7,14 +7,13 @@ Sparse int8 files whose report says they need LiteRT's built-in kernels are run 
 XNNPACK delegate turned off.
 """
 
-import argparse
 import json
 import os
 
 import numpy as np
 from ai_edge_litert.interpreter import Interpreter, OpResolverType
 
-from _images import load_images
+from _images import parse_arguments
 
 
 def classify(path, images, default_delegates=True):
@@ -40,13 +39,7 @@ def classify(path, images, default_delegates=True):
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--export_dir", required=True)
-    parser.add_argument("--images", default=None, help=".npy of images (else tfds test split)")
-    parser.add_argument("--dataset", default="mnist")
-    parser.add_argument("--data_dir", default=None)
-    arguments = parser.parse_args()
-    images, labels = load_images(arguments.images, arguments.dataset, arguments.data_dir)
+    arguments, images, labels = parse_arguments(__doc__)
     report_path = os.path.join(arguments.export_dir, "export_report.json")
     report = json.load(open(report_path)) if os.path.exists(report_path) else {"formats": {}}
     for name in sorted(os.listdir(arguments.export_dir)):

@@ -6,23 +6,16 @@ Uses only TensorFlow: `tf.saved_model.load` and the `serving_default` signature,
 takes float32 `images` [batch, H, W, C] in [0, 1] and returns `logits` and `probabilities`.
 """
 
-import argparse
 import os
 
 import numpy as np
 import tensorflow as tf
 
-from _images import load_images
+from _images import parse_arguments
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--export_dir", required=True)
-    parser.add_argument("--images", default=None, help=".npy of images (else tfds test split)")
-    parser.add_argument("--dataset", default="mnist")
-    parser.add_argument("--data_dir", default=None)
-    arguments = parser.parse_args()
-    images, labels = load_images(arguments.images, arguments.dataset, arguments.data_dir)
+    arguments, images, labels = parse_arguments(__doc__)
     model = tf.saved_model.load(os.path.join(arguments.export_dir, "saved_model"))
     serve = model.signatures["serving_default"]
     outputs = serve(images=tf.constant(images))
