@@ -93,12 +93,22 @@ def timing_view(data, train_examples: int, count: int = 100):
 def masked_model(arch: str, shape, seed: int = 0, supermask: bool = False):
     from tf_lth import models
 
-    options = {}
-    if supermask:  # what trainers.model_factory builds for the learned-supermask preset
-        options = dict(supermask=True, weight_transform="signed_constant",
-                       constant_multiplier=1.0, dynamic_scaling=False, sigmoid_bias=0.0,
+    import numpy as np
+
+    from tf_lth.layers import masked_layers
+
+    # what trainers.model_factory builds for the lottery preset (mask-0 action zero) and the
+    # learned-supermask preset (kernels set once to signed constants)
+    options = dict(frozen_values=False)
+    if supermask:
+        options.update(supermask=True, dynamic_scaling=False, sigmoid_bias=0.0,
                        mask_sampling="bernoulli")
-    return models.build(arch, shape, 10, seed=seed, **options)
+    model = models.build(arch, shape, 10, seed=seed, **options)
+    if supermask:
+        for layer in masked_layers(model):
+            kernel = np.array(layer._kernel)
+            layer._kernel.assign((np.sign(kernel) * np.std(kernel)).astype(np.float32))
+    return model
 
 
 def plain_twin(model):

@@ -27,6 +27,7 @@ _MASK_OPTIONS = (
     "sigmoid_bias",
     "mask_sampling",
     "mask_block",
+    "frozen_values",
     "seed",
 )
 
@@ -93,6 +94,8 @@ def effective_kernel(layer, supermask_export: str = "expected", rng=None) -> np.
         scale = np.float32(np.std(kernel) * layer.constant_multiplier)
         kernel = np.sign(kernel) * scale
     frozen = np.asarray(layer.frozen.numpy(), dtype=np.float32)
+    if not getattr(layer, "frozen_values", True):  # the layer ignores `frozen`: zeros
+        frozen = np.zeros_like(frozen)
     # where() rather than arithmetic: pruned positions get exactly the frozen value.
     baked = np.where(mask > 0, kernel, frozen).astype(np.float32)
     if layer.dynamic_scaling:

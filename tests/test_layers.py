@@ -167,3 +167,24 @@ def test_config_round_trip_and_keras_file_keeps_every_raw_variable(tmp_path, opt
         np.testing.assert_array_equal(np.array(original), np.array(restored))
     x = rng.uniform(size=(2, 8, 8, 2)).astype(np.float32)
     np.testing.assert_allclose(np.array(model(x)), np.array(loaded(x)), atol=1e-6)
+
+
+def test_frozen_values_off_treats_pruned_weights_as_zero_with_the_same_gradients():
+    with_frozen = _dense(3, 4, use_bias=False)
+    without = _dense(3, 4, use_bias=False, frozen_values=False)
+    kernel = np.arange(12, dtype=np.float32).reshape(4, 3) - 5.0
+    mask = (np.arange(12).reshape(4, 3) % 3 != 0).astype(np.float32)
+    for layer in (with_frozen, without):
+        layer._kernel.assign(kernel)
+        layer.mask.assign(mask)
+    without.frozen.assign(np.full((4, 3), 7.0, np.float32))  # ignored when frozen_values=False
+    np.testing.assert_array_equal(np.array(without.effective_kernel()), kernel * mask)
+    np.testing.assert_array_equal(np.array(with_frozen.effective_kernel()), kernel * mask)
+    x = tf.constant(np.ones((2, 4), np.float32))
+    gradients = []
+    for layer in (with_frozen, without):
+        with tf.GradientTape() as tape:
+            loss = tf.reduce_sum(layer(x) ** 2)
+        gradients.append(np.array(tape.gradient(loss, layer._kernel)))
+    np.testing.assert_array_equal(gradients[0], gradients[1])
+    assert without.get_config()["frozen_values"] is False

@@ -35,6 +35,7 @@ class MaskedMixin:
         mask_sampling,
         mask_block,
         seed,
+        frozen_values=True,
     ):
         _check_choice("weight_transform", weight_transform, WEIGHT_TRANSFORMS)
         _check_choice("mask_sampling", mask_sampling, MASK_SAMPLINGS)
@@ -51,6 +52,7 @@ class MaskedMixin:
         self.mask_sampling = mask_sampling
         self.mask_block = int(mask_block)
         self.seed = seed
+        self.frozen_values = bool(frozen_values)
         # A stable name keeps saved variable paths the same in every process.
         self.seed_generator = (
             keras.random.SeedGenerator(seed, name=f"{self.name}_seed") if supermask else None
@@ -66,6 +68,7 @@ class MaskedMixin:
             "mask_sampling": self.mask_sampling,
             "mask_block": self.mask_block,
             "seed": self.seed,
+            "frozen_values": self.frozen_values,
         }
 
     def _build_mask_state(self):
@@ -160,7 +163,10 @@ class MaskedMixin:
     def effective_kernel(self, training=False):
         """`mask * kernel + (1 - mask) * frozen`, with dynamic rescaling when enabled."""
         mask = self.current_mask(training=training)
-        kernel = mask * self.raw_weights() + (1.0 - mask) * self.frozen
+        if self.frozen_values:
+            kernel = mask * self.raw_weights() + (1.0 - mask) * self.frozen
+        else:  # pruned weights are zero: two elementwise passes fewer per step
+            kernel = mask * self.raw_weights()
         if self.dynamic_scaling:
             size = 1.0
             for dim in self._kernel.shape:
@@ -214,6 +220,8 @@ class MaskedDense(MaskedMixin, keras.layers.Dense):
         mask_sampling: "bernoulli" or "round" (the paper's rounding variant).
         mask_block: 1 or 4 weights per supermask logit along the input axis.
         seed: Seed of the supermask's Bernoulli samples.
+        frozen_values: Whether pruned weights take the `frozen` values; False treats them
+            as zeros and skips that term (faster; for the mask-0 action `zero`).
         **kwargs: Arguments of `keras.layers.Dense`.
 
     Input shape: `(batch, ..., input_dim)`. Output shape: `(batch, ..., units)`.
@@ -230,6 +238,7 @@ class MaskedDense(MaskedMixin, keras.layers.Dense):
         mask_sampling="bernoulli",
         mask_block=1,
         seed=None,
+        frozen_values=True,
         **kwargs,
     ):
         super().__init__(units, **kwargs)
@@ -242,6 +251,7 @@ class MaskedDense(MaskedMixin, keras.layers.Dense):
             mask_sampling,
             mask_block,
             seed,
+            frozen_values,
         )
 
     def build(self, input_shape):
@@ -273,7 +283,7 @@ class MaskedConv2D(MaskedMixin, keras.layers.Conv2D):
         filters: Number of output channels.
         kernel_size: Size of the convolution window.
         supermask, weight_transform, constant_multiplier, dynamic_scaling, sigmoid_bias,
-        mask_sampling, mask_block, seed: as in `MaskedDense`.
+        mask_sampling, mask_block, seed, frozen_values: as in `MaskedDense`.
         **kwargs: Arguments of `keras.layers.Conv2D`.
 
     Input shape: `(batch, h, w, channels)`. Output shape: `(batch, h', w', filters)`.
@@ -291,6 +301,7 @@ class MaskedConv2D(MaskedMixin, keras.layers.Conv2D):
         mask_sampling="bernoulli",
         mask_block=1,
         seed=None,
+        frozen_values=True,
         **kwargs,
     ):
         super().__init__(filters, kernel_size, **kwargs)
@@ -303,6 +314,7 @@ class MaskedConv2D(MaskedMixin, keras.layers.Conv2D):
             mask_sampling,
             mask_block,
             seed,
+            frozen_values,
         )
 
     def build(self, input_shape):

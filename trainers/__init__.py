@@ -73,19 +73,41 @@ def load_data(config):
 
 def model_factory(config, data):
     """A function building the configured network for `data`'s images."""
-    options = {"mask_block": config.block_size}
+    options = {"mask_block": config.block_size,
+               # the mask-0 action `zero` keeps pruned weights at zero: skip the frozen term
+               "frozen_values": config.mask_zero_action != "zero"}
+    signed_constant = False
     if config.experiment == "learned_supermask":
+        signed_constant = config.supermask_weights == "signed_constant"
         options.update(
             supermask=True,
-            weight_transform="signed_constant" if config.supermask_weights == "signed_constant"
-            else "none",
-            constant_multiplier=config.constant_multiplier,
+            frozen_values=False,
             dynamic_scaling=config.dynamic_scaling,
             sigmoid_bias=config.sigmoid_bias,
             mask_sampling=config.mask_sampling,
         )
-    return functools.partial(models.build, config.arch, data.image_shape, data.num_classes,
-                             seed=config.seed, **options)
+    build = functools.partial(models.build, config.arch, data.image_shape, data.num_classes,
+                              seed=config.seed, **options)
+    if not signed_constant:
+        return build
+    return functools.partial(_with_signed_constants, build, config.constant_multiplier)
+
+
+def _with_signed_constants(build, multiplier):
+    """Builds, then sets each frozen kernel to `std(w_i) * multiplier * sign(w_i)` once.
+
+    Equivalent to the layers' `weight_transform="signed_constant"`, without recomputing the
+    constant at every step (the kernel never trains in a supermask).
+    """
+    import numpy as np
+
+    from tf_lth.layers import masked_layers
+
+    model = build()
+    for layer in masked_layers(model):
+        kernel = np.array(layer._kernel)
+        layer._kernel.assign((np.sign(kernel) * np.std(kernel) * multiplier).astype(np.float32))
+    return model
 
 
 def check_compatible(config, data) -> None:
