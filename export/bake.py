@@ -1,9 +1,16 @@
-"""Bake masks into a plain Keras model (DESIGN.md, deployment layer).
+"""Bake masks into plain Keras layers (docs/architecture.md, deployment layer).
 
-Each masked layer becomes a stock `keras.layers.Dense` or `Conv2D` whose kernel is the
-layer's effective kernel, computed in NumPy from its variables: exact zeros where pruned,
-frozen values where frozen, signed constants and dynamic scaling folded in. Supermasks
-are fixed to one mask (SPEC.md section 7). Nothing of tf_lth is needed to load the result.
+Each masked layer becomes its stock Keras kind (Dense, Conv1D/2D/3D, DepthwiseConv2D,
+SeparableConv2D, EinsumDense) whose kernels are the layer's effective kernels, computed in
+NumPy from its variables: exact zeros where pruned, frozen values where frozen, signed
+constants and dynamic scaling folded in. Supermasks are fixed to one mask (the expected
+mask, or one recorded sample; docs/semantics.md). Nothing of tf_lth is needed to load the
+result.
+
+Two ways to get there: `bake` returns a new plain model (Sequential and functional models,
+nested ones included), and `plain_view` turns a model of any kind, subclassed ones
+included, plain *in place* for the length of a `with` block and restores it afterwards
+(what the exporters trace).
 """
 
 from __future__ import annotations
@@ -14,22 +21,16 @@ from collections.abc import Iterator
 import keras
 import numpy as np
 
-from tf_lth.layers import MASKED_LAYERS, MaskedDense, masked_layers
+from tf_lth.layers import (
+    MASK_OPTION_NAMES,
+    MASKED_LAYERS,
+    MaskedMixin,
+    _swap_class,
+    masked_layers,
+    plain_kind,
+)
 
 SUPERMASK_EXPORTS = ("expected", "sample")
-
-# Options of masked layers that stock Dense/Conv2D do not take.
-_MASK_OPTIONS = (
-    "supermask",
-    "weight_transform",
-    "constant_multiplier",
-    "dynamic_scaling",
-    "sigmoid_bias",
-    "mask_sampling",
-    "mask_block",
-    "frozen_values",
-    "seed",
-)
 
 
 def check_supermask_export(supermask_export: str) -> None:
@@ -40,67 +41,89 @@ def check_supermask_export(supermask_export: str) -> None:
         )
 
 
-def _expand_blocks(values: np.ndarray, kernel_shape: tuple, block: int) -> np.ndarray:
-    """NumPy twin of `MaskedMixin._expand_blocks`: per-block values to the kernel's shape."""
-    if block == 1:
-        return values
-    n = kernel_shape[-2]
-    num_blocks = n // block
-    axis = len(kernel_shape) - 2
-    head = np.repeat(np.take(values, np.arange(num_blocks), axis=axis), block, axis=axis)
-    tail = np.take(values, np.arange(num_blocks, values.shape[axis]), axis=axis)
-    return np.concatenate([head, tail], axis=axis)
+def _check_masked(layer) -> None:
+    if not isinstance(layer, MaskedMixin):
+        raise ValueError(
+            f"effective_kernel needs a tf_lth masked layer ({', '.join(c.__name__ for c in MASKED_LAYERS)}). "
+            f"Received: layer={layer!r}"
+        )
 
 
-def _sigmoid(values: np.ndarray) -> np.ndarray:
-    # The tanh form cannot overflow for large negative logits, unlike 1 / (1 + exp(-x)).
-    return (0.5 * (1.0 + np.tanh(0.5 * values))).astype(np.float32)
-
-
-def export_mask(layer, supermask_export: str = "expected", rng=None) -> np.ndarray:
+def export_mask(layer, supermask_export: str = "expected", rng=None, slot: int = 0) -> np.ndarray:
     """The fixed 0/1 mask an exported layer uses: `mask`, times one supermask if any.
 
     "expected" takes `sigmoid(logits) > 0.5`; "sample" draws one Bernoulli sample per
     logit from `rng` (a `numpy.random.Generator`), as the layer does per block.
     """
     check_supermask_export(supermask_export)
-    mask = np.asarray(layer.mask.numpy(), dtype=np.float32)
-    if not layer.supermask:
-        return mask
-    kernel_shape = tuple(mask.shape)
-    probabilities = _sigmoid(np.asarray(layer.mask_logits.numpy(), dtype=np.float32))
-    if supermask_export == "expected":
-        chosen = probabilities > 0.5
-    else:
-        if rng is None:
-            raise ValueError(
-                "export_mask needs rng (a numpy.random.Generator) when "
-                "supermask_export='sample'. Received: rng=None"
-            )
-        chosen = rng.random(probabilities.shape, dtype=np.float32) < probabilities
-    return mask * _expand_blocks(chosen.astype(np.float32), kernel_shape, layer.mask_block)
+    _check_masked(layer)
+    return layer.fixed_mask(slot, supermask_export, rng)
 
 
-def effective_kernel(layer, supermask_export: str = "expected", rng=None) -> np.ndarray:
+def effective_kernel(layer, supermask_export: str = "expected", rng=None,
+                     slot: int = 0) -> np.ndarray:
     """`mask * kernel + (1 - mask) * frozen` of a masked layer, in NumPy, for export."""
-    if not isinstance(layer, MASKED_LAYERS):
-        raise ValueError(
-            f"effective_kernel needs a MaskedDense or MaskedConv2D layer. "
-            f"Received: layer={layer!r}"
-        )
-    mask = export_mask(layer, supermask_export, rng)
-    kernel = np.asarray(layer._kernel.numpy(), dtype=np.float32)
-    if layer.weight_transform == "signed_constant":
-        scale = np.float32(np.std(kernel) * layer.constant_multiplier)
-        kernel = np.sign(kernel) * scale
-    frozen = np.asarray(layer.frozen.numpy(), dtype=np.float32)
-    if not getattr(layer, "frozen_values", True):  # the layer ignores `frozen`: zeros
-        frozen = np.zeros_like(frozen)
-    # where() rather than arithmetic: pruned positions get exactly the frozen value.
-    baked = np.where(mask > 0, kernel, frozen).astype(np.float32)
-    if layer.dynamic_scaling:
-        baked = baked * np.float32(mask.size / max(float(mask.sum()), 1.0))
-    return baked
+    check_supermask_export(supermask_export)
+    _check_masked(layer)
+    return layer.effective_kernel_numpy(slot, supermask_export, rng)
+
+
+def effective_kernels(model, supermask_export: str = "expected", seed: int = 0) -> dict:
+    """{id(layer): [effective kernel per masked kernel]} in model order.
+
+    Supermask samples ("sample") are drawn from `numpy.random.default_rng(seed)`, layer by
+    layer in model order, so they do not depend on how the model is later cloned.
+    """
+    check_supermask_export(supermask_export)
+    rng = np.random.default_rng(int(seed))
+    return {
+        id(layer): [layer.effective_kernel_numpy(index, supermask_export, rng)
+                    for index in range(len(layer.masked_kernels))]
+        for layer in masked_layers(model)
+    }
+
+
+def mask_state_ids(model) -> set:
+    """ids of the variables that hold masks, frozen values and supermask state.
+
+    A plain view's traced function never reads them; exporters leave them out.
+    """
+    ids = set()
+    for layer in masked_layers(model):
+        for variable in layer._mask_state_variables():
+            ids.add(id(variable))
+        for slot in layer.masked_kernels:
+            if slot.mask_logits is not None:
+                ids.add(id(slot.mask_logits))
+        if layer.seed_generator is not None:
+            ids.add(id(layer.seed_generator.state))
+    return ids
+
+
+@contextlib.contextmanager
+def plain_view(model, supermask_export: str = "expected", seed: int = 0) -> Iterator:
+    """Within the block, every masked layer of `model` is its stock Keras kind in place.
+
+    Raw kernels hold the effective kernels, and `call` is the stock layer's, so a function
+    traced in the block computes exactly what a baked model does. Works for every kind of
+    model. On exit (also on errors) classes and raw kernels are restored.
+    """
+    kernels = effective_kernels(model, supermask_export, seed)
+    saved = []
+    try:
+        for layer in masked_layers(model):
+            variables = layer._raw_kernels()
+            saved.append((layer, type(layer), variables,
+                          [np.array(variable.numpy()) for variable in variables]))
+            for variable, value in zip(variables, kernels[id(layer)]):
+                variable.assign(value.astype(np.float32))
+            _swap_class(layer, plain_kind(layer))
+        yield model
+    finally:
+        for layer, cls, variables, raw in reversed(saved):
+            _swap_class(layer, cls)
+            for variable, value in zip(variables, raw):
+                variable.assign(value)
 
 
 def check_plain(model: keras.Model, argument: str = "plain_model") -> None:
@@ -113,12 +136,45 @@ def check_plain(model: keras.Model, argument: str = "plain_model") -> None:
         )
 
 
-def _plain_twin(layer):
-    config = layer.get_config()
-    if isinstance(layer, MASKED_LAYERS):
-        cls = keras.layers.Dense if isinstance(layer, MaskedDense) else keras.layers.Conv2D
-        return cls.from_config({k: v for k, v in config.items() if k not in _MASK_OPTIONS})
-    return layer.__class__.from_config(config)
+def _copy_own_weights(source, target) -> None:
+    """Copies `source`'s own weights into `target`'s, matched by variable name."""
+    by_name = {}
+    for variable in list(source._trainable_variables) + list(source._non_trainable_variables):
+        by_name.setdefault(variable.name, variable)
+    for variable in list(target._trainable_variables) + list(target._non_trainable_variables):
+        if variable.name not in by_name:
+            raise ValueError(
+                f"Cannot copy layer '{source.name}': it has no variable {variable.name!r}."
+            )
+        variable.assign(by_name[variable.name].numpy())
+
+
+def clone_plain(model: keras.Model) -> keras.Model:
+    """A clone of a Sequential or functional model, nested ones included, with its weights.
+
+    Run it inside `plain_view` to get a model without tf_lth layers.
+    """
+    pairs = []
+
+    def clone(layer):
+        config = layer.get_config()
+        if not isinstance(layer, MaskedMixin):
+            config = {key: value for key, value in config.items()
+                      if key not in MASK_OPTION_NAMES}
+        twin = layer.__class__.from_config(config)
+        pairs.append((layer, twin))
+        return twin
+
+    try:
+        plain = keras.models.clone_model(model, clone_function=clone, recursive=True)
+    except (ValueError, TypeError, NotImplementedError) as error:
+        raise ValueError(
+            "bake supports Sequential and functional models (subclassed models cannot be "
+            f"cloned). Received: model={type(model).__name__} ({error})"
+        ) from None
+    for old, new in pairs:
+        _copy_own_weights(old, new)
+    return plain
 
 
 def bake(model: keras.Model, supermask_export: str = "expected", seed: int = 0) -> keras.Model:
@@ -126,37 +182,14 @@ def bake(model: keras.Model, supermask_export: str = "expected", seed: int = 0) 
 
     Works for Sequential and functional models, nested ones included. For supermask layers,
     "expected" uses `sigmoid(logits) > 0.5` and "sample" one Bernoulli sample drawn with
-    `numpy.random.default_rng(seed)`, layer by layer in model order.
+    `numpy.random.default_rng(seed)`, layer by layer in model order. A subclassed model
+    cannot be cloned: use `plain_view` (or `tf_lth.strip(model, inplace=True)`).
     """
     check_supermask_export(supermask_export)
     if not isinstance(model, keras.Model) or not model.built:
         raise ValueError(f"bake needs a built keras.Model. Received: model={model!r}")
-    rng = np.random.default_rng(int(seed))
-    # Kernels first, in model order, so a sampled supermask does not depend on clone order.
-    kernels = {
-        id(layer): effective_kernel(layer, supermask_export, rng) for layer in masked_layers(model)
-    }
-    pairs = []
-
-    def clone(layer):
-        twin = _plain_twin(layer)
-        pairs.append((layer, twin))
-        return twin
-
-    try:
-        plain = keras.models.clone_model(model, clone_function=clone, recursive=True)
-    except ValueError as error:
-        raise ValueError(
-            "bake supports Sequential and functional models (subclassed models cannot be "
-            f"cloned). Received: model={type(model).__name__} ({error})"
-        ) from None
-    for old, new in pairs:
-        if id(old) in kernels:
-            new.kernel.assign(kernels[id(old)].astype(new.kernel.dtype))
-            if old.bias is not None:
-                new.bias.assign(old.bias.numpy())
-        elif old.weights:
-            new.set_weights(old.get_weights())
+    with plain_view(model, supermask_export, seed):
+        plain = clone_plain(model)
     check_plain(plain, "bake(model)")
     return plain
 

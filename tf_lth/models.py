@@ -1,4 +1,4 @@
-"""The paper's networks built from masked layers (SPEC.md section 1), and `masked(model)`.
+"""The paper's networks built from masked layers (docs/semantics.md, "Networks").
 
 Core layer of tf_lth. Every layer is named so that prune-rate groups (conv, dense,
 output) and saved files stay stable across runs.
@@ -8,7 +8,18 @@ from __future__ import annotations
 
 import keras
 
-from tf_lth.layers import MASKED_LAYERS, MaskedConv2D, MaskedDense, masked_layers
+from tf_lth.layers import (
+    MaskedConv1D,
+    MaskedConv2D,
+    MaskedConv3D,
+    MaskedDense,
+    MaskedDepthwiseConv2D,
+    MaskedSeparableConv2D,
+    masked_layers,
+)
+
+_CONV_KINDS = (MaskedConv1D, MaskedConv2D, MaskedConv3D, MaskedDepthwiseConv2D,
+               MaskedSeparableConv2D)
 
 ARCHS = ("fc", "conv2", "conv4", "conv6")
 
@@ -89,15 +100,16 @@ def build(
 
 def layer_group(model: keras.Model, layer) -> str:
     """'conv', 'dense' or 'output' (the last masked Dense): the prune-rate group."""
-    if isinstance(layer, MaskedConv2D):
+    if isinstance(layer, _CONV_KINDS):
         return "conv"
     dense = [item for item in masked_layers(model) if isinstance(item, MaskedDense)]
     return "output" if dense and layer is dense[-1] else "dense"
 
 
 def kernel_weight_count(model: keras.Model) -> int:
-    return int(sum(layer._kernel.shape.num_elements() if hasattr(layer._kernel.shape, "num_elements")
-                   else _size(layer._kernel.shape) for layer in masked_layers(model)))
+    """Weights in the masked kernels of `model`."""
+    return int(sum(_size(slot.kernel.shape) for layer in masked_layers(model)
+                   for slot in layer.masked_kernels))
 
 
 def _size(shape) -> int:
@@ -108,29 +120,10 @@ def _size(shape) -> int:
 
 
 def masked(model: keras.Model, **layer_options) -> keras.Model:
-    """Returns a copy of `model` with each Dense and Conv2D replaced by its masked twin.
+    """A masked copy of a Sequential or functional model (`tf_lth.masked(copy=True)`).
 
-    Works for Sequential and functional models; weights are copied, masks start at ones.
+    Kept for existing callers; `tf_lth.masked` also masks subclassed models in place.
     """
-    if not model.built:
-        raise ValueError("masked(model) needs a built model (call it once or give it an Input).")
+    from tf_lth.wrap import masked as masked_model
 
-    def clone(layer):
-        config = layer.get_config()
-        if isinstance(layer, MASKED_LAYERS):
-            return layer.__class__.from_config(config)
-        if type(layer) is keras.layers.Dense:
-            return MaskedDense.from_config({**config, **layer_options})
-        if type(layer) is keras.layers.Conv2D:
-            return MaskedConv2D.from_config({**config, **layer_options})
-        return layer.__class__.from_config(config)
-
-    new_model = keras.models.clone_model(model, clone_function=clone)
-    for old_layer, new_layer in zip(model._flatten_layers(), new_model._flatten_layers()):
-        if isinstance(new_layer, MASKED_LAYERS) and not isinstance(old_layer, MASKED_LAYERS):
-            new_layer._kernel.assign(old_layer.kernel)
-            if new_layer.bias is not None:
-                new_layer.bias.assign(old_layer.bias)
-        elif old_layer is not model and old_layer.weights:
-            new_layer.set_weights(old_layer.get_weights())
-    return new_model
+    return masked_model(model, copy=True, **layer_options)
