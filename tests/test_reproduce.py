@@ -1,30 +1,35 @@
-"""tf_lth.reproduce: the plan, resuming, and RESULTS.md from (fabricated) run directories.
+"""tf_lth.reproduce: the plan, resuming, progress, and RESULTS.md from (fabricated) run dirs.
 
 Fast: nothing is trained. Run directories are written by hand in the format of
 `python -m tf_lth.train` (results.json, round_NNN/DONE), so the report, its figures and
 its verdicts are checked without TensorFlow.
 """
 
+import ast
 import dataclasses
 import json
 import os
+import subprocess
 import sys
 
+import numpy as np
 import pytest
 
-from tf_lth import reproduce
+from tf_lth import actions, config, masks
+from tf_lth.reproduce import ROOT, claims, cli, execute, paper, plan, report
 
 REQUIRED_CRITERIA = {"large_final", "magnitude_increase", "movement", "large_init_large_final",
                      "large_init", "small_final", "random", "large_final_same_sign"}
 VERDICTS = ("reproduced", "not reproduced", "not measured")
+FIGURES = ("criteria", "mask_one", "mask_zero", "untrained", "learned", "tfmot", "blocks")
 
 
 def tiny_budget():
     """The smoke budget's sizes with every criterion and action of the paper's figures."""
-    return dataclasses.replace(reproduce.budget_for("mnist_fc", "smoke"),
-                               criteria=reproduce.FIGURE_CRITERIA,
-                               mask_one_actions=reproduce.MASK_ONE_ACTIONS,
-                               mask_zero_actions=reproduce.MASK_ZERO_ACTIONS)
+    return dataclasses.replace(paper.budget_for("mnist_fc", "smoke"),
+                               criteria=paper.FIGURE_CRITERIA,
+                               mask_one_actions=paper.MASK_ONE_ACTIONS,
+                               mask_zero_actions=paper.MASK_ZERO_ACTIONS)
 
 
 def _write(path, value):
@@ -85,18 +90,18 @@ def fake_reproduction(out_dir, budget, runs, skip=()):
             os.makedirs(os.path.join(run_dir, "round_000"), exist_ok=True)
             open(os.path.join(run_dir, "round_000", "DONE"), "w").close()
         elif run.kind == "untrained":
-            masks = []
+            records = []
             levels = [int(x) for x in run.flags["prune_levels"].split(",")]
-            for criterion in reproduce.ALL_CRITERIA:
+            for criterion in masks.CRITERIA:
                 for treatment in ("init", "signed_constant", "rescaled"):
                     for level in levels:
                         good = criterion == "large_final_same_sign"
                         acc = {"init": 0.6, "signed_constant": 0.8, "rescaled": 0.7}[treatment] \
                             if good and level else 0.1
-                        masks.append({"criterion": criterion, "weight_treatment": treatment,
+                        records.append({"criterion": criterion, "weight_treatment": treatment,
                                       "prune_level": level, "weights_remaining": _remaining(level),
                                       "test_accuracy": acc})
-            _write(os.path.join(run_dir, "results.json"), {"rounds": [], "masks": masks})
+            _write(os.path.join(run_dir, "results.json"), {"rounds": [], "masks": records})
         elif run.kind == "export":
             ticket_1x4 = run.name.endswith("1x4")
             _write(os.path.join(run_dir, "export", "export_report.json"), {
@@ -110,9 +115,35 @@ def fake_reproduction(out_dir, budget, runs, skip=()):
                          if run.name not in skip}}
 
 
+def _image(path):
+    """The PNG's RGB pixels in [0, 1]."""
+    from matplotlib.image import imread
+
+    return imread(path)[..., :3]
+
+
+def _pixels_of(image, color, tolerance=0.05):
+    """How many pixels have (about) this matplotlib color."""
+    from matplotlib.colors import to_rgb
+
+    return int((np.abs(image - np.array(to_rgb(color))).max(axis=-1) < tolerance).sum())
+
+
+def _assert_drawn(path, colors, absent=()):
+    """Not blank, every color of `colors` (a curve, or its legend entry where other curves
+    cover it) is there, and no color of `absent` is: the expected number of curves."""
+    image = _image(path)
+    assert image.shape[0] > 200 and image.shape[1] > 400, image.shape
+    assert (image.min(axis=-1) < 0.9).mean() > 0.02, f"{path} is (almost) blank"
+    for color in colors:
+        assert _pixels_of(image, color) > 5, (path, color)
+    for color in absent:
+        assert _pixels_of(image, color) == 0, (path, color)
+
+
 def test_default_plan_covers_the_paper_within_the_budget():
-    budget = reproduce.budget_for("mnist_fc", "default")
-    runs = reproduce.plan("mnist_fc", budget)
+    budget = paper.budget_for("mnist_fc", "default")
+    runs = plan.plan("mnist_fc", budget)
     names = {run.name for run in runs}
     assert {f"criteria/{c}" for c in REQUIRED_CRITERIA} <= names
     assert {f"mask_one/{a}" for a in ("reinit", "reshuffle", "constant", "signed_reinit",
@@ -122,8 +153,8 @@ def test_default_plan_covers_the_paper_within_the_budget():
     assert {"untrained/all_criteria", "learned/signed_constant", "blocks/large_final_1x4",
             "export/large_final", "export/large_final_1x4"} <= names
     assert any(run.kind == "tfmot" for run in runs)
-    assert reproduce.total_estimate(runs) < 80 * 60  # comfortably under 90 minutes
-    baseline = next(run for run in runs if run.name == reproduce.BASELINE)
+    assert plan.total_estimate(runs) < 80 * 60  # comfortably under 90 minutes
+    baseline = next(run for run in runs if run.name == plan.BASELINE)
     assert baseline.rounds == 24  # the criteria figure compares at 0.5% remaining
     blocks = next(run for run in runs if run.name == "blocks/large_final_1x4")
     assert blocks.flags["mask_block"] == "1x4" and blocks.rounds >= 15  # to 3.6%
@@ -132,70 +163,208 @@ def test_default_plan_covers_the_paper_within_the_budget():
     for run in runs:
         for dep in run.depends:
             assert order.index(dep) < order.index(run.name)
-    text = reproduce.format_plan("mnist_fc", budget, runs, "/tmp/x")
+    text = plan.format_plan("mnist_fc", budget, runs, "/tmp/x")
     assert "estimated total" in text and "criteria/movement" in text
 
 
+def test_names_come_from_the_core_registries():
+    """No criteria, action or preset list of its own: the plan uses the registries'."""
+    budget = paper.budget_for("mnist_fc", "paper")
+    runs = plan.plan("mnist_fc", budget)
+    untrained = next(run for run in runs if run.kind == "untrained")
+    assert untrained.flags["criterion"].split(",") == list(masks.CRITERIA)
+    assert untrained.flags["weight_treatments"].split(",") == list(config.WEIGHT_TREATMENTS)
+    assert set(paper.FIGURE_CRITERIA) <= set(masks.CRITERIA)
+    assert set(paper.MASK_ONE_ACTIONS) == {a for a in actions.MASK_ONE_ACTIONS
+                                           if a != "none" and not a.endswith("_rescaled")}
+    assert set(paper.MASK_ZERO_ACTIONS) < set(actions.MASK_ZERO_ACTIONS)
+    assert [p.arch for p in paper.PRESETS.values()] == list(config.ARCH_PRESETS)
+    for preset in paper.PRESETS.values():
+        arch = config.ARCH_PRESETS[preset.arch]
+        assert (preset.learning_rate, preset.paper_epochs) == (arch["learning_rate"],
+                                                                arch["epochs"])
+    assert paper.PRESETS["mnist_fc"].prune_rates == "dense=0.2,output=0.1"
+    assert paper.PRESETS["mnist_fc"].train_size == 55000
+    with pytest.raises(ValueError, match="not in the registry"):
+        dataclasses.replace(budget, criteria=("large_final", "no_such_criterion"))
+    # and no module of the package spells out a registry: no literal tuple or list holding
+    # four or more criteria or actions, except the paper's own Figure 2 selection
+    registry = set(masks.CRITERIA) | set(actions.MASK_ONE_ACTIONS) | \
+        set(actions.MASK_ZERO_ACTIONS)
+    folder = os.path.join(ROOT, "tf_lth", "reproduce")
+    found = []
+    for name in sorted(os.listdir(folder)):
+        if name.endswith(".py"):
+            tree = ast.parse(open(os.path.join(folder, name), encoding="utf-8").read())
+            for node in ast.walk(tree):
+                if isinstance(node, (ast.Tuple, ast.List)):
+                    values = [e.value for e in node.elts if isinstance(e, ast.Constant)]
+                    if sum(value in registry for value in values) >= 4:
+                        found.append((name, node.lineno))
+    assert len(found) == 1 and found[0][0] == "paper.py", found
+
+
+def test_importing_it_does_not_import_tensorflow():
+    code = ("import sys, tf_lth.reproduce.cli, tf_lth.reproduce.report; "
+            "assert 'tensorflow' not in sys.modules and 'matplotlib' not in sys.modules")
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+
+
 def test_commands_use_the_train_and_export_clis_and_resume_only_existing_runs(tmp_path):
-    budget = reproduce.budget_for("mnist_fc", "smoke")
-    runs = reproduce.plan("mnist_fc", budget, dataset="synthetic_mnist")
+    budget = paper.budget_for("mnist_fc", "smoke")
+    runs = plan.plan("mnist_fc", budget, dataset="synthetic_mnist")
     out_dir = str(tmp_path)
     run = next(r for r in runs if r.name == "mask_zero/freeze_init_zero_all")
-    args = reproduce.command(run, out_dir, None)
+    args = execute.command(run, out_dir, None)
     assert args[:3] == [sys.executable, "-m", "tf_lth.train"]
     assert "--mask_zero_action=freeze_init_zero_all" in args and "--resume" not in args
     assert f"--run_dir={os.path.join(out_dir, 'mask_zero', 'freeze_init_zero_all')}" in args
     _write(os.path.join(run.run_dir(out_dir), "config.json"), {})
-    assert "--resume" in reproduce.command(run, out_dir, None)
+    assert "--resume" in execute.command(run, out_dir, None)
     untrained = next(r for r in runs if r.kind == "untrained")
-    args = reproduce.command(untrained, out_dir, "/data")
+    args = execute.command(untrained, out_dir, "/data")
     assert f"--source_run={out_dir}/criteria/large_final" in args and "--data_dir=/data" in args
     export = next(r for r in runs if r.name == "export/large_final_1x4")
-    args = reproduce.command(export, out_dir, None)
+    args = execute.command(export, out_dir, None)
     assert args[2] == "tf_lth.export" and f"--round={budget.export_round}" in args
     learned = next(r for r in runs if r.name == "learned/signed_constant")
-    args = reproduce.command(learned, out_dir, None)
+    args = execute.command(learned, out_dir, None)
     assert "--batch_size=250" in args and "--learning_rate=100.0" in args
+
+
+def test_synthetic_plans_use_the_synthetic_dataset_size():
+    from tf_lth import data
+
+    budget = dataclasses.replace(paper.budget_for("mnist_fc", "smoke"), epochs=1,
+                                 iterations=None, learned_epochs=1, learned_iterations=None)
+    runs = plan.plan("mnist_fc", budget, dataset="synthetic_mnist")
+    learned = next(r for r in runs if r.kind == "learned")
+    assert learned.flags["iterations"] == data.SYNTHETIC_SIZES["num_train"] // 250
+
+
+def test_progress_gives_the_time_left_for_the_whole_plan():
+    runs = [plan.SubRun(f"r{i}", "criteria", "lottery", {}, estimate_s=60.0) for i in range(4)]
+    clock = [1000.0]
+    progress = execute.Progress(runs, runs[1:], clock=lambda: clock[0])  # r0 already done
+    assert progress.left_s() == pytest.approx(180.0)  # the plan's estimate before any run
+    clock[0] += 120.0
+    progress.finish(runs[1], {"status": "done", "seconds": 120.0})  # twice the estimate
+    assert progress.left_s() == pytest.approx(2 * 120.0)
+    line = progress.line(runs[1], {"status": "done", "seconds": 120.0})
+    assert line.startswith("[2/4] r1: done in 2.0 min;") and "elapsed 2.0 min" in line
+    assert "about 4.0 min left" in line and "planned work done 50%" in line
+    progress.finish(runs[2], {"status": "failed", "seconds": 1.0, "error": "boom"})
+    assert progress.left_s() == pytest.approx(120.0)  # a failure does not change the speed
+    assert "(boom)" in progress.line(runs[2], {"status": "failed", "error": "boom"})
+    parallel = execute.Progress(runs, runs, jobs=2)
+    assert parallel.left_s() == pytest.approx(120.0)
+
+
+def test_run_all_logs_progress_and_skips_complete_runs(tmp_path, monkeypatch):
+    budget = paper.budget_for("mnist_fc", "smoke")
+    runs = plan.plan("mnist_fc", budget, dataset="synthetic_mnist")
+    out_dir = str(tmp_path)
+    fake_reproduction(out_dir, budget, runs[:1])  # the baseline is complete
+    started = []
+
+    def fake_execute(run, out_dir, data_dir, log, threads, timeout):
+        started.append(run.name)
+        return {"status": "done", "seconds": run.estimate_s / 2}
+
+    monkeypatch.setattr(execute, "execute", fake_execute)
+    lines = []
+    state_path = str(tmp_path / "reproduce.json")
+    status = execute.run_all(runs, out_dir, None, {}, state_path, log=lines.append)
+    assert started == [run.name for run in runs[1:]]
+    assert all(record["status"] == "done" for record in status.values())
+    assert f"  {plan.BASELINE}: already complete, skipped" in lines
+    finished = [line for line in lines if line.startswith("[") and ": done in" in line]
+    assert len(finished) == len(runs) - 1
+    assert finished[0].startswith(f"[2/{len(runs)}]") and "left" in finished[0]
+    assert finished[-1].startswith(f"[{len(runs)}/{len(runs)}]")
+    assert "about 0.0 min left" in finished[-1]
+    with open(state_path, encoding="utf-8") as stream:
+        assert set(json.load(stream)["sub_runs"]) == {run.name for run in runs}
 
 
 def test_report_marks_every_claim_and_draws_every_figure(tmp_path):
     budget = tiny_budget()
-    runs = reproduce.plan("mnist_fc", budget)
+    runs = plan.plan("mnist_fc", budget)
     out_dir = str(tmp_path / "runs")
     state = fake_reproduction(out_dir, budget, runs)
-    assert all(reproduce.is_complete(run, out_dir) for run in runs)
+    assert all(execute.is_complete(run, out_dir) for run in runs)
     results = str(tmp_path / "docs" / "RESULTS.md")
     figures = str(tmp_path / "docs" / "figures")
-    text = reproduce.report("mnist_fc", budget, runs, out_dir, results, figures, state)
+    text = report.report("mnist_fc", budget, runs, out_dir, results, figures, state)
     assert open(results, encoding="utf-8").read() == text
     for heading in ("Mask criteria", "Mask-1 actions", "Mask-0 actions", "Untrained supermasks",
                     "Learned supermasks", "gradual magnitude pruning", "1x1 vs 1x4"):
         assert heading in text
-    claims = ["large_final and magnitude_increase are the best criteria",
-              "small_* and random are the worst criteria",
-              "reinit, reshuffle and constant fail as mask-1 actions",
-              "keeping the sign of w_i rescues all three",
-              "pruned weights must be zero, not frozen at init",
-              "variant 2 beats variant 1, which beats the lottery ticket at high sparsity",
-              "untrained masked networks are far above chance",
-              "signed constants raise them further"]
+    claim_titles = ["large_final and magnitude_increase are the best criteria",
+                    "small_* and random are the worst criteria",
+                    "reinit, reshuffle and constant fail as mask-1 actions",
+                    "keeping the sign of w_i rescues all three",
+                    "pruned weights must be zero, not frozen at init",
+                    "variant 2 beats variant 1, which beats the lottery ticket at high sparsity",
+                    "untrained masked networks are far above chance",
+                    "signed constants raise them further"]
     glance = text.split("## Claims at a glance")[1].split("## 1.")[0]
-    for claim in claims:
+    for claim in claim_titles:
         row = next(line for line in glance.splitlines() if claim in line)
         assert "**reproduced**" in row, row  # the fabricated numbers follow the paper
     # the paper's numbers are beside ours
     for number in ("95.3", "86", "94.4", "98.24", "97.9"):
         assert number in text
-    for name in ("criteria", "mask_one", "mask_zero", "untrained", "learned", "tfmot",
-                 "blocks"):
-        path = os.path.join(figures, f"mnist_fc_{name}.png")
-        assert open(path, "rb").read(8) == b"\x89PNG\r\n\x1a\n", name
+    for name in FIGURES:
         assert f"figures/mnist_fc_{name}.png" in text
+    figure = lambda name: os.path.join(figures, f"mnist_fc_{name}.png")  # noqa: E731
+    cycle = [f"C{i}" for i in range(10)]  # matplotlib's colors, one per curve in turn
+
+    def curves(count):  # the first `count` colors drawn, the others (but grey, C7) not
+        return cycle[:count], [color for color in cycle[count:] if color != "C7"]
+
+    _assert_drawn(figure("criteria"), *curves(len(budget.criteria)))
+    _assert_drawn(figure("mask_one"), ["black", "tab:red", "tab:green", "tab:purple"],
+                  ["tab:blue", "tab:orange"])
+    _assert_drawn(figure("mask_zero"), *curves(4))  # zero and three actions
+    _assert_drawn(figure("untrained"), *curves(len(paper.FIGURE_CRITERIA)))
+    _assert_drawn(figure("learned"), ["tab:blue"], ["tab:orange"])
+    _assert_drawn(figure("tfmot"), ["black", "tab:orange"], ["tab:blue"])
+    _assert_drawn(figure("blocks"), *curves(2))
+    assert "*No figure" not in text
+
+
+def test_figures_plot_the_runs_numbers(tmp_path):
+    budget = tiny_budget()
+    runs = plan.plan("mnist_fc", budget)
+    out_dir = str(tmp_path / "runs")
+    fake_reproduction(out_dir, budget, runs)
+    loaded = claims.load_results(runs, out_dir)
+    names = [plan.BASELINE, "criteria/small_final"]
+    series = report.lottery_series(loaded, names, {plan.BASELINE: "lt"}, budget.criteria_rounds)
+    assert [s.label for s in series] == ["lt", "criteria/small_final"]
+    rounds = range(1, budget.criteria_rounds + 1)
+    assert series[1].x == pytest.approx([100 * _remaining(r) for r in rounds])
+    assert series[1].y == pytest.approx([100 * (0.98 - 0.4 * r / budget.criteria_rounds)
+                                         for r in rounds])
+    assert series[0].y == pytest.approx([98.0] * len(rounds))
+    (dense,) = report.dense_lines(loaded)
+    assert dense.y == [pytest.approx(98.0)]
+    panels = report.untrained_panels(loaded["untrained/all_criteria"])
+    assert list(panels) == [f"untrained, {t} weights" for t in config.WEIGHT_TREATMENTS]
+    best = next(s for s in panels["untrained, signed_constant weights"]
+                if s.label == "large_final_same_sign")
+    levels = sorted(plan.untrained_levels(budget))
+    assert best.x == pytest.approx([100 * _remaining(level) for level in levels])
+    assert best.y == pytest.approx([10.0 if level == 0 else 80.0 for level in levels])
+    assert [s.label for s in panels["untrained, init weights"]] == list(paper.FIGURE_CRITERIA)
 
 
 def test_report_says_which_claims_fail_and_which_runs_are_missing(tmp_path):
     budget = tiny_budget()
-    runs = reproduce.plan("mnist_fc", budget)
+    runs = plan.plan("mnist_fc", budget)
     out_dir = str(tmp_path / "runs")
     tfmot = [run.name for run in runs if run.kind == "tfmot"]
     state = fake_reproduction(out_dir, budget, runs, skip=tfmot + ["mask_one/signed_constant"])
@@ -205,8 +374,8 @@ def test_report_says_which_claims_fail_and_which_runs_are_missing(tmp_path):
     reinit = next(run for run in runs if run.name == "mask_one/reinit")
     fake_lottery(reinit.run_dir(out_dir), reinit.rounds, lambda r: 0.98)
     results = str(tmp_path / "RESULTS.md")
-    text = reproduce.report("mnist_fc", budget, runs, out_dir, results,
-                            str(tmp_path / "figures"), state)
+    text = report.report("mnist_fc", budget, runs, out_dir, results,
+                         str(tmp_path / "figures"), state)
     assert "**failed**" in text and "No module named 'tfmot'" in text
     assert "`mask_one/signed_constant`: not run yet" in text
     assert "| missing |" in text  # tfmot levels in the table
@@ -219,31 +388,51 @@ def test_report_says_which_claims_fail_and_which_runs_are_missing(tmp_path):
                if line.startswith("| ") and "verdict" not in line)
 
 
+def test_report_without_runs_has_no_figures_and_measures_nothing(tmp_path):
+    budget = tiny_budget()
+    runs = plan.plan("mnist_fc", budget)
+    text = report.report("mnist_fc", budget, runs, str(tmp_path / "runs"),
+                         str(tmp_path / "R.md"), str(tmp_path / "figures"), {})
+    assert text.count("*No figure: the runs of this section are missing.*") == len(FIGURES)
+    assert not os.path.exists(tmp_path / "figures")
+    glance = text.split("## Claims at a glance")[1].split("## 1.")[0]
+    rows = [line for line in glance.splitlines() if line.startswith("| ") and "verdict" not in line]
+    assert rows and all("**not measured**" in line for line in rows)
+
+
 def test_report_only_cli_regenerates_without_training(tmp_path, capsys):
     out_dir = str(tmp_path / "runs")
-    budget = reproduce.budget_for("mnist_fc", "smoke")
-    runs = reproduce.plan("mnist_fc", budget)
+    budget = paper.budget_for("mnist_fc", "smoke")
+    runs = plan.plan("mnist_fc", budget)
     state = fake_reproduction(out_dir, budget, runs)
     _write(os.path.join(out_dir, "reproduce.json"), state)
     results = str(tmp_path / "R.md")
-    status = reproduce.main(["--budget=smoke", f"--out_dir={out_dir}", f"--results={results}",
-                             "--report_only"])
+    status = cli.main(["--budget=smoke", f"--out_dir={out_dir}", f"--results={results}",
+                       "--report_only"])
     assert status == 0
     assert "Claims at a glance" in open(results, encoding="utf-8").read()
     assert "estimated total" in capsys.readouterr().out
-    assert reproduce.main(["--plan", "--preset=cifar10_conv4"]) == 0
+    assert cli.main(["--plan", "--preset=cifar10_conv4"]) == 0
+
+
+def test_module_cli_prints_the_plan(tmp_path):
+    done = subprocess.run([sys.executable, "-m", "tf_lth.reproduce", "--plan", "--budget=smoke",
+                           f"--out_dir={tmp_path}"], cwd=ROOT, capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "estimated total" in done.stdout and "untrained/all_criteria" in done.stdout
 
 
 def test_cifar_preset_refuses_without_data_or_gpu(tmp_path, monkeypatch):
-    monkeypatch.setattr(reproduce, "_has_gpu", lambda: False)
-    status = reproduce.main(["--preset=cifar10_conv2", f"--out_dir={tmp_path}",
-                             f"--results={tmp_path}/R.md"])
+    monkeypatch.setattr(cli, "_has_gpu", lambda: False)
+    status = cli.main(["--preset=cifar10_conv2", f"--out_dir={tmp_path}",
+                       f"--results={tmp_path}/R.md"])
     assert status == 2
     assert not os.path.exists(os.path.join(tmp_path, "R.md"))
 
 
-@pytest.mark.parametrize("preset", sorted(reproduce.PRESETS))
+@pytest.mark.parametrize("preset", sorted(paper.PRESETS))
 def test_every_preset_plans(preset):
-    for name in ("default", "smoke", "paper"):
-        runs = reproduce.plan(preset, reproduce.budget_for(preset, name))
+    for name in paper.BUDGETS:
+        runs = plan.plan(preset, paper.budget_for(preset, name))
         assert len({run.name for run in runs}) == len(runs)

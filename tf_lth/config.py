@@ -29,7 +29,6 @@ ARCH_PRESETS = {
 }
 # SPEC.md section 7: the learned-supermask preset.
 SUPERMASK_PRESET = dict(optimizer="sgd", learning_rate=100.0, momentum=0.9, batch_size=250)
-PAPER_MAX_ROUNDS = 24
 
 
 class ConfigError(ValueError):

@@ -13,6 +13,8 @@ import os
 import numpy as np
 
 DEFAULT_VALIDATION_SIZE = {"mnist": 5000, "cifar10": 5000, "fashion_mnist": 5000}
+# The built-in synthetic datasets (--dataset=synthetic, synthetic_mnist): `synthetic`'s sizes.
+SYNTHETIC_SIZES = {"num_train": 2000, "num_val": 200, "num_test": 400}
 
 
 class DataError(ValueError):

@@ -1,19 +1,155 @@
 """`python -m tf_lth.plot RUN_DIR [RUN_DIR ...] --out FILE.png`: the paper's figures.
 
-CLI layer. Lottery and baseline runs: test accuracy at the best-validation point against
-percent of weights remaining (log axis), one line per run, the dense baseline dashed.
-Untrained-supermask runs: one line per criterion and weight treatment.
+CLI layer, and the figures of `python -m tf_lth.reproduce`. Lottery and baseline runs: test
+accuracy at the best-validation point against percent of weights remaining (log axis,
+sparser to the right), one line per run, the dense baseline dashed. Untrained-supermask
+runs: one line per criterion and weight treatment.
+
+Every figure here takes plain data (`Series`: a label, x and y in percent, a matplotlib
+style), so what is drawn can be checked without reading pixels; every weights-remaining
+axis gets the same ticks (`percent_ticks`); every PNG is written atomically.
+Matplotlib is imported only when a figure is drawn.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import os
 import sys
 
 from tf_lth import run_files
 
+# Weights-remaining ticks, in percent: plain numbers at 1-2-5 steps.
+TICKS = (100, 50, 20, 10, 5, 2, 1, 0.5, 0.2, 0.1, 0.05, 0.02, 0.01)
+ACCURACY_LABEL = "test accuracy at best validation loss (%)"
 
+
+@dataclasses.dataclass
+class Series:
+    """One line: x = percent of weights remaining, y = accuracy in percent."""
+
+    label: str
+    x: list
+    y: list
+    style: dict = dataclasses.field(default_factory=dict)
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _percent_axis(axis, title: str, ylabel: str = ACCURACY_LABEL) -> None:
+    """A log weights-remaining axis, 100% at the left."""
+    axis.set_xscale("log")
+    axis.invert_xaxis()
+    axis.set_xlabel("weights remaining (%)")
+    axis.set_ylabel(ylabel)
+    axis.set_title(title, fontsize=10)
+    axis.grid(True, which="both", alpha=0.3)
+
+
+def percent_ticks(axis) -> None:
+    """The one tick convention of every weights-remaining axis: `TICKS` within the drawn
+    range, written as plain percentages; four evenly spaced (on the log axis) values when
+    fewer than two fall in a narrow range. No minor ticks."""
+    from matplotlib.ticker import FixedLocator, NullFormatter, NullLocator
+
+    low, high = sorted(axis.get_xlim())
+    ticks = [tick for tick in TICKS if low <= tick <= high]
+    if len(ticks) < 2:
+        ticks = [low * (high / low) ** (i / 3) for i in range(4)]
+    axis.xaxis.set_major_locator(FixedLocator(ticks))
+    axis.xaxis.set_major_formatter(lambda value, _: f"{value:.3g}")
+    axis.xaxis.set_minor_locator(NullLocator())
+    axis.xaxis.set_minor_formatter(NullFormatter())
+
+
+def save(figure, path: str, dpi: int = 90) -> str:
+    """Ticks every log axis, writes the PNG atomically, closes the figure; returns path."""
+    plt = _pyplot()
+    for axis in figure.axes:
+        if axis.get_xscale() == "log":
+            percent_ticks(axis)
+    figure.tight_layout()
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=dpi)
+    plt.close(figure)
+    run_files.atomic_write_bytes(path, buffer.getvalue())
+    return path
+
+
+def _draw(axis, series: Series, marker: str = "o", markersize: float = 3) -> None:
+    style = {"marker": marker, "markersize": markersize, **series.style}
+    axis.plot(series.x, series.y, label=series.label, **style)
+
+
+def curves_figure(series: list, path: str, title: str, hlines: tuple = (), ylim=None,
+                  ylabel: str = ACCURACY_LABEL, legend: dict | None = None,
+                  figsize=(7.5, 4.6), dpi: int = 90) -> str | None:
+    """Accuracy against weights remaining, one line per non-empty series, plus horizontal
+    lines (Series whose y holds one value, e.g. the dense network). None (nothing
+    written) when there is nothing to draw."""
+    series = [item for item in series if item.x]
+    if not series and not hlines:
+        return None
+    plt = _pyplot()
+    figure, axis = plt.subplots(figsize=figsize)
+    _percent_axis(axis, title, ylabel)
+    for item in series:
+        _draw(axis, item)
+    for line in hlines:
+        axis.axhline(line.y[0], label=line.label, **line.style)
+    if ylim:
+        axis.set_ylim(*ylim)
+    axis.legend(**(legend or {"fontsize": 7, "loc": "lower left"}))
+    return save(figure, path, dpi)
+
+
+def panels_figure(panels: dict, path: str, hline: Series | None = None,
+                  ylabel: str = "test accuracy, no training (%)") -> str | None:
+    """Side by side panels {title: [Series]} sharing the y axis (untrained supermasks)."""
+    if not any(item.x for series in panels.values() for item in series):
+        return None
+    plt = _pyplot()
+    figure, axes = plt.subplots(1, len(panels), figsize=(13, 4.4), sharey=True, squeeze=False)
+    for axis, (title, series) in zip(axes[0], panels.items()):
+        for item in series:
+            if item.x:
+                _draw(axis, item, marker=".")
+        if hline is not None:
+            axis.axhline(hline.y[0], label=hline.label, **hline.style)
+        _percent_axis(axis, title, ylabel="")
+    axes[0][0].set_ylabel(ylabel)
+    axes[0][0].legend(fontsize=6, loc="upper left")
+    return save(figure, path)
+
+
+def bars_figure(items: list, path: str, title: str) -> str | None:
+    """Horizontal bars [(label, accuracy in [0, 1] or None)]; None values are left out."""
+    items = [(label, value) for label, value in items if value is not None]
+    if not items:
+        return None
+    plt = _pyplot()
+    figure, axis = plt.subplots(figsize=(7.5, 0.45 * len(items) + 1.2))
+    values = [100 * value for _, value in items]
+    axis.barh(range(len(items)), values, color="tab:blue")
+    axis.set_yticks(range(len(items)), [label for label, _ in items], fontsize=8)
+    axis.invert_yaxis()
+    for index, value in enumerate(values):
+        axis.text(value + 0.5, index, f"{value:.1f}%", va="center", fontsize=8)
+    axis.set_xlim(0, 110)
+    axis.set_xlabel("test accuracy (%)")
+    axis.set_title(title, fontsize=10)
+    return save(figure, path)
+
+
+# ---- the CLI: runs from their results.json ------------------------------------------------
 def run_label(results: dict) -> str:
     config = results.get("config", {})
     experiment = config.get("experiment", "?")
@@ -42,66 +178,55 @@ def _load(run_dir: str) -> dict:
     return run_files.read_json(path)
 
 
-def plot_runs(run_dirs: list, out: str, title: str | None = None) -> str:
-    """Draws the runs into `out` (PNG, written atomically); returns the path."""
-    import matplotlib
+def _by_weights(records: list, accuracy) -> tuple:
+    records = sorted(records, key=lambda item: -item["weights_remaining"])
+    return [100 * r["weights_remaining"] for r in records], [100 * accuracy(r) for r in records]
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    import matplotlib.ticker
 
-    results = [(run_dir, _load(run_dir)) for run_dir in run_dirs]
-    figure, axis = plt.subplots(figsize=(8, 5))
-    dense_drawn = False
-    supermask_only = all(r.get("masks") and not r.get("rounds") for _, r in results)
-    for run_dir, result in results:
+def run_series(results: list) -> tuple:
+    """(lines, the dense network's line or None) of the runs' results.json."""
+    series, dense = [], None
+    for result in results:
         if result.get("masks"):
             groups = {}
             for record in result["masks"]:
-                key = (record["criterion"], record["weight_treatment"])
-                groups.setdefault(key, []).append(record)
+                groups.setdefault((record["criterion"], record["weight_treatment"]),
+                                  []).append(record)
             for (criterion, treatment), records in sorted(groups.items()):
-                records.sort(key=lambda item: -item["weights_remaining"])
-                axis.plot([100 * r["weights_remaining"] for r in records],
-                          [100 * r["test_accuracy"] for r in records],
-                          marker=".", label=f"{criterion} ({treatment})")
-            if "dense" in result and not dense_drawn:
-                axis.axhline(100 * result["dense"]["best"]["test_accuracy"], color="black",
-                             linestyle="--", label="trained dense network")
-                dense_drawn = True
+                x, y = _by_weights(records, lambda r: r["test_accuracy"])
+                series.append(Series(f"{criterion} ({treatment})", x, y,
+                                     {"marker": ".", "markersize": 6}))
+            if "dense" in result and dense is None:
+                dense = Series("trained dense network",
+                               [], [100 * result["dense"]["best"]["test_accuracy"]])
             continue
         rounds = result.get("rounds", [])
         pruned = [r for r in rounds if r.get("weights_remaining", 1.0) < 1.0 or
                   result["config"].get("experiment") == "tfmot_baseline"]
-        dense = [r for r in rounds if r.get("round") == 0 and r.get("weights_remaining") == 1.0]
-        if dense and not dense_drawn:
-            axis.axhline(100 * dense[0]["best"]["test_accuracy"], color="black", linestyle="--",
-                         label="dense (round 0)")
-            dense_drawn = True
+        first = [r for r in rounds if r.get("round") == 0 and r.get("weights_remaining") == 1.0]
+        if first and dense is None:
+            dense = Series("dense (round 0)", [], [100 * first[0]["best"]["test_accuracy"]])
         if pruned:
-            pruned.sort(key=lambda item: -item["weights_remaining"])
-            axis.plot([100 * r["weights_remaining"] for r in pruned],
-                      [100 * r["best"]["test_accuracy"] for r in pruned],
-                      marker="o", label=run_label(result))
-    axis.set_xscale("log")
-    low, high = sorted(axis.get_xlim())
-    ticks = [t for t in (100, 50, 20, 10, 5, 2, 1, 0.5, 0.2, 0.1) if low <= t <= high]
-    axis.set_xticks(ticks, [f"{tick:g}" for tick in ticks])
-    axis.set_xlim(low, high)
-    axis.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
-    axis.invert_xaxis()
-    axis.set_xlabel("percent of weights remaining")
-    axis.set_ylabel("test accuracy (%)" if supermask_only else
-                    "test accuracy at best validation loss (%)")
-    axis.set_title(title or ("untrained supermasks" if supermask_only else "lottery tickets"))
-    axis.grid(True, which="both", alpha=0.3)
-    axis.legend(fontsize=7, loc="best")
-    figure.tight_layout()
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format="png", dpi=120)
-    plt.close(figure)
-    run_files._atomic_write_bytes(out, buffer.getvalue())
-    return out
+            x, y = _by_weights(pruned, lambda r: r["best"]["test_accuracy"])
+            series.append(Series(run_label(result), x, y, {"markersize": 6}))
+    if dense is not None:
+        dense.style = {"color": "black", "linestyle": "--"}
+    return series, dense
+
+
+def plot_runs(run_dirs: list, out: str, title: str | None = None) -> str:
+    """Draws the runs into `out` (PNG, written atomically); returns the path."""
+    results = [_load(run_dir) for run_dir in run_dirs]
+    supermask_only = all(r.get("masks") and not r.get("rounds") for r in results)
+    series, dense = run_series(results)
+    title = title or ("untrained supermasks" if supermask_only else "lottery tickets")
+    ylabel = "test accuracy (%)" if supermask_only else ACCURACY_LABEL
+    path = curves_figure(series, out, title, hlines=(dense,) if dense else (), ylabel=ylabel,
+                         legend={"fontsize": 7, "loc": "best"}, figsize=(8, 5), dpi=120)
+    if path is None:
+        raise ValueError(f"{', '.join(run_dirs)}: nothing to plot (no rounds or masks); "
+                         "allowed: tf_lth run directories with results.")
+    return path
 
 
 def main(argv=None) -> int:

@@ -22,7 +22,11 @@ class CorruptFileError(ValueError):
     """A run file is missing, truncated or unreadable."""
 
 
-def _atomic_write_bytes(path: str, payload: bytes) -> None:
+def atomic_write_bytes(path: str, payload: bytes) -> None:
+    """Writes `payload` to `path` atomically: a temporary file in the same folder, flushed
+    and fsynced, then renamed over `path`; creates the folder. A crash leaves the old file
+    or the new one, never a mix. For any file a reader may see while it is rewritten
+    (figures, reports, state)."""
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
     handle, temporary = tempfile.mkstemp(prefix=".tmp-", dir=folder)
@@ -39,10 +43,12 @@ def _atomic_write_bytes(path: str, payload: bytes) -> None:
 
 
 def write_text(path: str, text: str) -> None:
-    _atomic_write_bytes(path, text.encode("utf-8"))
+    """Writes UTF-8 text atomically (see `atomic_write_bytes`)."""
+    atomic_write_bytes(path, text.encode("utf-8"))
 
 
 def write_json(path: str, value) -> None:
+    """Writes indented JSON atomically; NumPy scalars and arrays become numbers and lists."""
     write_text(path, json.dumps(value, indent=2, sort_keys=False, default=_json_default) + "\n")
 
 
@@ -64,11 +70,20 @@ def read_json(path: str):
         raise CorruptFileError(f"{path}: corrupt or truncated JSON ({error})") from None
 
 
+def read_json_or_none(path: str):
+    """The JSON in `path`, or None where it is missing, unreadable or corrupt (a file that
+    may legitimately not exist yet, such as another run's results)."""
+    try:
+        return read_json(path)
+    except (CorruptFileError, OSError):
+        return None
+
+
 def save_arrays(path: str, arrays: dict) -> None:
     """Saves named arrays as .npz (zip with CRCs, so truncation and bit flips are caught)."""
     buffer = io.BytesIO()
     np.savez(buffer, **{key: np.asarray(value) for key, value in arrays.items()})
-    _atomic_write_bytes(path, buffer.getvalue())
+    atomic_write_bytes(path, buffer.getvalue())
 
 
 def load_arrays(path: str) -> dict:

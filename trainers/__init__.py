@@ -65,8 +65,8 @@ def load_data(config):
         make_strategy(config.strategy)  # before tfds runs the first TensorFlow op
     if config.dataset in SYNTHETIC_DATASETS:
         shape = (28, 28, 1) if config.dataset == "synthetic_mnist" else (32, 32, 3)
-        return data_lib.synthetic(shape, seed=config.seed, num_train=2000, num_val=200,
-                                  num_test=400, name=config.dataset)
+        return data_lib.synthetic(shape, seed=config.seed, name=config.dataset,
+                                  **data_lib.SYNTHETIC_SIZES)
     return data_lib.load(config.dataset, config.data_dir, config.validation_size,
                          download=config.download)
 
