@@ -1,4 +1,5 @@
-"""LiteRT (TFLite) flatbuffers: convert, inspect, run and time (DESIGN.md, deployment layer).
+"""LiteRT (TFLite) flatbuffers: convert, inspect, run and time (docs/architecture.md,
+deployment layer).
 
 Kinds: "tflite" (float32), "tflite_sparse" (float32, sparse-encoded weights),
 "tflite_int8" (int8 weights and activations, float input and output) and
@@ -53,22 +54,47 @@ def convert(plain_model: keras.Model, kind: str, representative_images=None) -> 
     check_kind(kind)
     check_plain(plain_model)
     module = serving_module(plain_model, plain_model.inputs[0].shape[1:], with_probabilities=False)
-    converter = tf.lite.TFLiteConverter.from_concrete_functions(
-        [module.serve.get_concrete_function()], module
-    )
-    optimizations = []
+    representative_dataset = None
     if kind in INT8_KINDS:
         if representative_images is None or len(representative_images) == 0:
             raise ValueError(
                 f"kind={kind!r} needs representative_images (about 100 training images) to "
                 "calibrate int8 activations. Received: representative_images=None or empty"
             )
-        images = np.asarray(representative_images, dtype=np.float32)
+        representative_dataset = representative_examples(
+            [np.asarray(representative_images, dtype=np.float32)])
+    return convert_module(module, kind, representative_dataset)
 
-        def representative_dataset():
-            for image in images:
-                yield [image[None]]
 
+def representative_examples(arrays: list):
+    """A representative dataset: one example at a time of each input array, in order."""
+    count = len(arrays[0])
+    if any(len(array) != count for array in arrays):
+        raise ValueError("Every representative input array needs the same number of rows.")
+
+    def dataset():
+        for index in range(count):
+            yield [array[index:index + 1] for array in arrays]
+
+    return dataset
+
+
+def convert_module(module, kind: str, representative_dataset=None) -> bytes:
+    """The flatbuffer of a module's `serve` function for `kind`, built-in ops only, checked.
+
+    `representative_dataset` (int8 kinds) yields lists of arrays, one per input, batch 1.
+    """
+    check_kind(kind)
+    converter = tf.lite.TFLiteConverter.from_concrete_functions(
+        [module.serve.get_concrete_function()], module
+    )
+    optimizations = []
+    if kind in INT8_KINDS:
+        if representative_dataset is None:
+            raise ValueError(
+                f"kind={kind!r} needs representative data (about 100 examples) to calibrate "
+                "int8 activations. Received: None"
+            )
         optimizations.append(tf.lite.Optimize.DEFAULT)
         converter.representative_dataset = representative_dataset
         converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
@@ -149,8 +175,9 @@ def runs_in_default_interpreter(model, default_delegates: bool = True) -> str | 
     try:
         interpreter = _interpreter(model, default_delegates=default_delegates)
         interpreter.allocate_tensors()
-        detail = interpreter.get_input_details()[0]
-        interpreter.set_tensor(detail["index"], np.zeros(detail["shape"], dtype=detail["dtype"]))
+        for detail in interpreter.get_input_details():
+            interpreter.set_tensor(detail["index"],
+                                   np.zeros(detail["shape"], dtype=detail["dtype"]))
         interpreter.invoke()
     except (RuntimeError, ValueError) as error:
         return str(error)
@@ -400,6 +427,12 @@ def _same_outputs(first: bytes, second: bytes, num_examples: int = 8,
                   default_delegates: bool = True) -> bool:
     """Whether two LiteRT models give the same outputs (1e-5) on random inputs."""
     try:
+        if len(_interpreter(first).get_input_details()) > 1 or \
+                len(_interpreter(first).get_output_details()) > 1:
+            inputs = random_inputs(first, num_examples)
+            a = run_signature(first, inputs)
+            b = run_signature(second, inputs, default_delegates=default_delegates)
+            return all(np.allclose(a[key], b[key], atol=1e-5) for key in a)
         detail = _interpreter(first).get_input_details()[0]
         shape = [num_examples, *[int(dim) for dim in detail["shape"][1:]]]
         images = np.random.default_rng(0).uniform(size=shape).astype(np.float32)
@@ -410,6 +443,52 @@ def _same_outputs(first: bytes, second: bytes, num_examples: int = 8,
         return False
 
 
+def random_inputs(model, num_examples: int = 8, seed: int = 0) -> dict:
+    """{input name: uniform [0, 1) float (or small int) batch} for the model's signature."""
+    interpreter = _interpreter(model)
+    runner = interpreter.get_signature_runner()
+    rng = np.random.default_rng(seed)
+    inputs = {}
+    for name, detail in runner.get_input_details().items():
+        shape = [num_examples, *[int(dim) for dim in detail["shape"][1:]]]
+        if np.issubdtype(detail["dtype"], np.integer):
+            inputs[name] = rng.integers(0, 2, size=shape).astype(detail["dtype"])
+        else:
+            inputs[name] = rng.uniform(size=shape).astype(detail["dtype"])
+    return inputs
+
+
+def run_signature(model, inputs, num_threads: int = 1, default_delegates: bool = True) -> dict:
+    """{output name: array} of a .tflite model's signature on `inputs`, via ai_edge_litert.
+
+    `inputs` is {input name: array}, or one array for a one-input model; the batch size is
+    free. Integer-quantized inputs and outputs are converted from and to float.
+    """
+    interpreter = _interpreter(model, num_threads, default_delegates)
+    runner = interpreter.get_signature_runner()
+    details = runner.get_input_details()
+    if not isinstance(inputs, dict):
+        if len(details) != 1:
+            raise ValueError(
+                f"The model takes inputs {sorted(details)}; pass a dict. Received: one array"
+            )
+        inputs = {next(iter(details)): inputs}
+    unknown = sorted(set(inputs) - set(details))
+    missing = sorted(set(details) - set(inputs))
+    if unknown or missing:
+        raise ValueError(
+            f"inputs must name {sorted(details)}. Missing: {missing}; unknown: {unknown}"
+        )
+    feed = {name: _quantize(np.asarray(value), details[name])
+            if details[name]["dtype"] != np.asarray(value).dtype else np.asarray(value)
+            for name, value in inputs.items()}
+    outputs = runner(**feed)
+    output_details = runner.get_output_details()
+    return {name: _dequantize(value, output_details[name]) if np.issubdtype(
+        output_details[name]["dtype"], np.integer) else value
+        for name, value in outputs.items()}
+
+
 def convert_with_fallback(plain_model: keras.Model, kind: str, representative_images=None) -> tuple:
     """`(bytes, info)`: for sparse kinds, the sparse file unless the dense one is better.
 
@@ -418,10 +497,21 @@ def convert_with_fallback(plain_model: keras.Model, kind: str, representative_im
     LiteRT's default interpreter. `info` records the choice, the reason and both sizes.
     """
     check_kind(kind)
-    model_bytes = convert(plain_model, kind, representative_images)
+    return _with_fallback(lambda name: convert(plain_model, name, representative_images), kind)
+
+
+def convert_module_with_fallback(module, kind: str, representative_dataset=None) -> tuple:
+    """`convert_with_fallback` for a module's `serve` function (any model's signature)."""
+    check_kind(kind)
+    return _with_fallback(lambda name: convert_module(module, name, representative_dataset),
+                          kind)
+
+
+def _with_fallback(make, kind: str) -> tuple:
+    model_bytes = make(kind)
     if kind not in SPARSE_KINDS:
         return model_bytes, _choice(False, "dense format")
-    dense_bytes = convert(plain_model, DENSE_KIND[kind], representative_images)
+    dense_bytes = make(DENSE_KIND[kind])
     sizes = {
         "sparse_encoded_size_bytes": len(model_bytes),
         "dense_encoded_size_bytes": len(dense_bytes),

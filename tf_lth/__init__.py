@@ -1,0 +1,58 @@
+"""tf_lth: lottery tickets and supermasks for your own Keras 3 models.
+
+The public API (docs/api.md). Names load lazily, so `import tf_lth` stays light and does
+not import TensorFlow until one is used.
+
+Masking and pruning:
+    masked(model, layers=None, supermask=False, ...)   mask a model's kernels (any kind)
+    prune(model, fraction, criterion="large_final", reference=None, scope="layer", ...)
+    find_ticket(model, train_fn, rounds, rate, ...)      iterative pruning with rewinding
+    RewindSnapshot(step)                                 late-resetting callback for fit
+    Ticket                                               what find_ticket returns
+State (masks are never weights):
+    weights_state(model), rewind(model, state), get_masks(model), set_masks(model, masks)
+    weights_remaining(model), summary(model), supermask_mode(model, "expected"|"sample")
+Deployment:
+    strip(model), export_saved_model(model, path), export_litert(model, path, ...),
+    run_litert(path, inputs)
+Modules: tf_lth.layers, tf_lth.masks, tf_lth.actions, tf_lth.models.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+_API = {
+    "masked": "tf_lth.wrap",
+    "supermask_mode": "tf_lth.wrap",
+    "summary": "tf_lth.wrap",
+    "kernel_slots": "tf_lth.wrap",
+    "prune": "tf_lth.ticket",
+    "find_ticket": "tf_lth.ticket",
+    "RewindSnapshot": "tf_lth.ticket",
+    "Ticket": "tf_lth.ticket",
+    "weights_state": "tf_lth.ticket",
+    "rewind": "tf_lth.ticket",
+    "get_masks": "tf_lth.ticket",
+    "set_masks": "tf_lth.ticket",
+    "weights_remaining": "tf_lth.ticket",
+    "reset_optimizer_state": "tf_lth.ticket",
+    "strip": "tf_lth.deploy",
+    "export_saved_model": "tf_lth.deploy",
+    "export_litert": "tf_lth.deploy",
+    "run_litert": "tf_lth.deploy",
+}
+
+__all__ = sorted(_API)
+
+
+def __getattr__(name: str):
+    if name in _API:
+        value = getattr(importlib.import_module(_API[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'tf_lth' has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_API))

@@ -1,12 +1,14 @@
-"""Mask criteria and pruning: which weights a round keeps (SPEC.md sections 3 and 4).
+"""Mask criteria and pruning: which weights a round keeps (docs/semantics.md).
 
-Core layer (DESIGN.md): pure NumPy, no TensorFlow and no model access. Trainers read a
+Core layer (docs/architecture.md): pure NumPy, no TensorFlow and no model access. Trainers read a
 layer's kernels, call `compute_mask` and assign the result to the layer's `mask` variable.
 
 Every criterion ranks the currently kept *units* of one tensor and prunes the lowest.
 A unit is one weight (`block=1`, as in the paper) or a 1x4 block along axis -2, the input
 axis of a kernel (`block=4`, the granularity LiteRT's sparse kernels run fast on). Ties are
 broken at random with the caller's `rng`, and pruned weights never come back.
+`compute_mask` ranks within one tensor (per-layer pruning, the paper's); `global_masks`
+ranks the units of several tensors together (global pruning, OpenLTH's default).
 """
 
 from __future__ import annotations
@@ -34,6 +36,10 @@ QUADRANT_CRITERIA: tuple[str, ...] = ("large_init_large_final", "small_init_smal
 CRITERIA: tuple[str, ...] = SCORE_CRITERIA[:4] + QUADRANT_CRITERIA + SCORE_CRITERIA[4:]
 # These need the loss gradient at initialization (`grad_init`).
 GRADIENT_CRITERIA: tuple[str, ...] = ("snip", "grad")
+# These read w_init (the weights a round starts from); the others need w_final only.
+INIT_CRITERIA: tuple[str, ...] = tuple(
+    name for name in CRITERIA if name not in ("large_final", "small_final", "random", "grad")
+)
 BLOCK_SIZES: tuple[int, ...] = (1, 4)
 
 # Rates are short decimals (0.1, 0.15, 0.2), so `rate * kept` is exact up to float error
@@ -169,7 +175,7 @@ def is_block_structured(mask: np.ndarray, block: int) -> bool:
 
 
 def num_to_prune(kept: int, fraction: float) -> int:
-    """Weights one round prunes from `kept`: floor(fraction x kept) (SPEC section 3)."""
+    """Weights one round prunes from `kept`: floor(fraction x kept) (docs/semantics.md, "Pruning schedule")."""
     if kept < 0:
         raise ValueError(f"kept must be >= 0. Received: kept={kept!r}")
     _check_fraction("fraction", fraction)
@@ -179,7 +185,8 @@ def num_to_prune(kept: int, fraction: float) -> int:
 def kept_count(size: int, rate: float, rounds: int) -> int:
     """Weights a layer of `size` keeps after `rounds` rounds that each prune `rate` of it.
 
-    This is `(1 - rate)^rounds` of `size` with the per-round floor of SPEC section 3; one-shot
+    This is `(1 - rate)^rounds` of `size` with the per-round floor (docs/semantics.md,
+    "Pruning schedule"); one-shot
     pruning to the level of p rounds prunes `size - kept_count(size, rate, p)` at once.
     """
     if size < 0:
@@ -203,7 +210,9 @@ def score(
     rng: np.random.Generator,
     grad_init: np.ndarray | None = None,
 ) -> np.ndarray:
-    """Per-weight scores of a score criterion (SPEC section 4); higher scores are kept.
+    """Per-weight scores of a score criterion; higher scores are kept.
+
+    The table is in docs/semantics.md, "Mask criteria".
 
     The two quadrant criteria keep a region rather than rank a score; `compute_mask` handles
     them.
@@ -390,7 +399,7 @@ def compute_mask(
     num_prune: int | None = None,
     block: int = 1,
 ) -> np.ndarray:
-    """The next mask of one tensor under `criterion` (SPEC section 4).
+    """The next mask of one tensor under `criterion` (docs/semantics.md, "Mask criteria").
 
     Only currently kept weights (mask == 1) are candidates; floor(fraction x kept) of them
     are pruned, or exactly `num_prune` (one-shot pruning to a level). With `block=4`, whole
@@ -435,7 +444,7 @@ def one_shot_mask(
 ) -> np.ndarray:
     """A dense tensor pruned in one shot to the level of `rounds` rounds at `rate`.
 
-    Used for untrained supermasks and one-shot lottery runs (SPEC sections 3 and 7).
+    Used for untrained supermasks and one-shot lottery runs (docs/semantics.md).
     """
     w_init = np.asarray(w_init)
     target = w_init.size - kept_count(w_init.size, rate, rounds)
@@ -450,3 +459,103 @@ def one_shot_mask(
         num_prune=target,
         block=block,
     )
+
+
+def global_masks(
+    criterion: str,
+    w_init: dict,
+    w_final: dict,
+    masks: dict,
+    fraction: float = 0.0,
+    rng: np.random.Generator | None = None,
+    grad_init: dict | None = None,
+    num_prune: int | None = None,
+    block: int = 1,
+) -> dict:
+    """The next masks of several tensors ranked together (global pruning).
+
+    Every tensor's kept units are scored as `compute_mask` scores them (raw scores, not
+    normalised per tensor) and pooled; floor(fraction x all kept weights), or exactly
+    `num_prune` weights, of the lowest-scored units are pruned, wherever they are. So a
+    tensor whose scores run small loses more than its share. The quadrant criteria take
+    their percentiles over the pooled units. With one tensor this is `compute_mask`,
+    with the same use of `rng`.
+
+    Args:
+        w_init, w_final, masks: {name: array} with the same names and shapes.
+        grad_init: {name: gradient}, for snip and grad.
+
+    Returns:
+        {name: float32 0/1 array}, in the order of `w_init`.
+    """
+    _check_choice("criterion", criterion, CRITERIA, "criterion")
+    names = list(w_init)
+    if set(w_final) != set(names) or set(masks) != set(names):
+        raise ValueError(
+            "w_init, w_final and masks must name the same tensors. Received: "
+            f"w_init={sorted(w_init)}, w_final={sorted(w_final)}, masks={sorted(masks)}"
+        )
+    if not names:
+        return {}
+    rng = np.random.default_rng(0) if rng is None else rng
+    _check_fraction("fraction", fraction)
+    shapes, prepared, unit_sizes = {}, {}, []
+    for name in names:
+        wi = np.asarray(w_init[name], dtype=np.float64)
+        _check_shape("w_final", np.asarray(w_final[name]), wi.shape)
+        mask = np.asarray(masks[name], dtype=np.float32)
+        _check_mask("mask", mask, wi.shape)
+        _check_block(block, wi.ndim)
+        shapes[name] = wi.shape
+        prepared[name] = mask
+        unit_sizes.append(block_sum(mask.astype(np.int64), block).ravel())
+    sizes = np.concatenate(unit_sizes)
+    kept = int(sizes.sum())
+    if num_prune is None:
+        target = num_to_prune(kept, fraction)
+    elif int(num_prune) != num_prune or not 0 <= num_prune <= kept:
+        raise ValueError(
+            f"num_prune must be an integer in [0, {kept}] (the weights still kept). "
+            f"Received: num_prune={num_prune!r}"
+        )
+    else:
+        target = int(num_prune)
+    candidates = sizes > 0
+    if criterion in QUADRANT_CRITERIA:
+        sign = 1.0 if criterion == "large_init_large_final" else -1.0
+        unit_init = np.concatenate([sign * block_mean(np.abs(np.asarray(w_init[n], np.float64)),
+                                                      block).ravel() for n in names])
+        unit_final = np.concatenate([sign * block_mean(np.abs(np.asarray(w_final[n], np.float64)),
+                                                       block).ravel() for n in names])
+        order = _quadrant_order(unit_init, unit_final, candidates, sizes, target, rng)
+    else:
+        unit_scores = []
+        for name in names:
+            gradient = None if grad_init is None else grad_init.get(name)
+            scores = score(criterion, w_init[name], w_final[name], rng, grad_init=gradient)
+            unit_scores.append(block_mean(scores, block).ravel())
+        order = _score_order(np.concatenate(unit_scores), candidates, rng)
+    unit_kept = candidates.copy()
+    unit_kept[_take_units(order, sizes, target)] = False
+    result, offset = {}, 0
+    for name, count in zip(names, (len(item) for item in unit_sizes)):
+        shape = shapes[name]
+        keep = expand_blocks(unit_kept[offset:offset + count].reshape(_unit_shape(shape, block)),
+                             shape, block)
+        result[name] = (prepared[name] * keep).astype(np.float32)
+        offset += count
+    return result
+
+
+def scheduled_prune_count(mask: np.ndarray, rate: float, one_shot_rounds: int | None = None) -> int:
+    """Weights per-layer pruning takes from one tensor this round.
+
+    floor(rate x kept), or, for one-shot pruning to the level of `one_shot_rounds` rounds,
+    `kept - kept_count(size, rate, one_shot_rounds)`. Global pruning at per-layer rates
+    prunes the sum of these over the tensors, so both scopes keep the same total.
+    """
+    mask = np.asarray(mask)
+    kept = int(mask.sum())
+    if one_shot_rounds is None:
+        return num_to_prune(kept, rate)
+    return max(kept - kept_count(mask.size, rate, one_shot_rounds), 0)
