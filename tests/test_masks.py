@@ -434,3 +434,97 @@ def test_other_argument_errors():
         masks.score("large_init_large_final", w, w, np.random.default_rng(0))
     with pytest.raises(ValueError, match=r"rate must be in \[0, 1\)"):
         masks.kept_count(100, 1.0, 2)
+
+
+# --- Global ranking across tensors (hand-computed) ------------------------------------------
+
+
+def test_global_large_final_prunes_the_smallest_weights_wherever_they_are():
+    a = np.array([1.0, 5.0, 3.0])
+    b = np.array([[2.0, 4.0], [0.5, 6.0]])
+    ones = {"a": np.ones(3), "b": np.ones((2, 2))}
+    # 7 kept, floor(0.5 x 7) = 3 pruned: 0.5 and 2 (both in b) and 1 (in a)
+    result = masks.global_masks("large_final", {"a": a, "b": b}, {"a": a, "b": b}, ones, 0.5)
+    np.testing.assert_array_equal(result["a"], [0, 1, 1])
+    np.testing.assert_array_equal(result["b"], [[0, 1], [0, 1]])
+    assert list(result) == ["a", "b"] and result["a"].dtype == np.float32
+    # Per-layer pruning at the same fraction takes floor(0.5 x 3) = 1 and floor(0.5 x 4) = 2.
+    per_layer_a = masks.compute_mask("large_final", a, a, np.ones(3), 0.5)
+    np.testing.assert_array_equal(per_layer_a, [0, 1, 1])
+
+
+def test_global_only_kept_weights_count_and_pruned_ones_stay_pruned():
+    a = np.array([1.0, 5.0, 3.0, 7.0])
+    b = np.array([2.0, 4.0])
+    prev = {"a": np.array([1, 1, 0, 1]), "b": np.array([1, 1])}
+    # kept values 1, 5, 7, 2, 4: floor(0.4 x 5) = 2 pruned, 1 (a) and 2 (b); 3 stays pruned
+    result = masks.global_masks("large_final", {"a": a, "b": b}, {"a": a, "b": b}, prev, 0.4)
+    np.testing.assert_array_equal(result["a"], [0, 1, 0, 1])
+    np.testing.assert_array_equal(result["b"], [0, 1])
+
+
+def test_global_num_prune_and_init_criteria_use_w_init():
+    w_init = {"a": np.array([3.0, -1.0]), "b": np.array([0.5, 2.0])}
+    w_final = {"a": np.array([0.1, 9.0]), "b": np.array([9.0, 0.2])}
+    ones = {"a": np.ones(2), "b": np.ones(2)}
+    # large_init: |w_i| = 3, 1, 0.5, 2 -> prune 0.5 then 1
+    result = masks.global_masks("large_init", w_init, w_final, ones, 0.0, num_prune=2)
+    np.testing.assert_array_equal(result["a"], [1, 0])
+    np.testing.assert_array_equal(result["b"], [0, 1])
+    # magnitude_increase: |w_f| - |w_i| = -2.9, 8, 8.5, -1.8 -> prune -2.9 (a[0])
+    result = masks.global_masks("magnitude_increase", w_init, w_final, ones, 0.0, num_prune=1)
+    np.testing.assert_array_equal(result["a"], [0, 1])
+    np.testing.assert_array_equal(result["b"], [1, 1])
+
+
+def test_global_blocks_of_four_rank_block_means_across_tensors():
+    # a: one 4-block (mean 1) and b: two 4-blocks (means 3 and 0.5): prune 8 weights ->
+    # the blocks of means 0.5 and 1.
+    a = np.ones((4, 1))
+    b = np.concatenate([np.full((4, 1), 3.0), np.full((4, 1), 0.5)], axis=0)
+    ones = {"a": np.ones((4, 1)), "b": np.ones((8, 1))}
+    result = masks.global_masks("large_final", {"a": a, "b": b}, {"a": a, "b": b}, ones, 0.0,
+                                num_prune=8, block=4)
+    np.testing.assert_array_equal(result["a"].ravel(), [0, 0, 0, 0])
+    np.testing.assert_array_equal(result["b"].ravel(), [1, 1, 1, 1, 0, 0, 0, 0])
+
+
+@pytest.mark.parametrize("criterion", masks.CRITERIA)
+def test_global_with_one_tensor_is_compute_mask(criterion):
+    w_init, w_final, grad = random_weights((6, 5), seed=3)
+    prev = (np.random.default_rng(4).uniform(size=(6, 5)) > 0.2).astype(np.float32)
+    expected = masks.compute_mask(criterion, w_init, w_final, prev, 0.3,
+                                  rng=np.random.default_rng(7), grad_init=grad)
+    result = masks.global_masks(criterion, {"k": w_init}, {"k": w_final}, {"k": prev}, 0.3,
+                                rng=np.random.default_rng(7), grad_init={"k": grad})
+    np.testing.assert_array_equal(result["k"], expected)
+
+
+def test_global_quadrant_pools_percentiles_across_tensors():
+    w_init = {"a": np.array([1.0, 4.0]), "b": np.array([3.0, 2.0])}
+    w_final = {"a": np.array([4.0, 1.0]), "b": np.array([3.0, 2.0])}
+    ones = {"a": np.ones(2), "b": np.ones(2)}
+    # Pooled |w_i| = 1,4,3,2 and |w_f| = 4,1,3,2: at p = 1 the units below either 2nd
+    # smallest value (2) are a[0] (init 1) and a[1] (final 1): both pruned, b kept.
+    result = masks.global_masks("large_init_large_final", w_init, w_final, ones, 0.5)
+    np.testing.assert_array_equal(result["a"], [0, 0])
+    np.testing.assert_array_equal(result["b"], [1, 1])
+
+
+def test_scheduled_prune_count_iterative_and_one_shot():
+    mask = np.ones(100)
+    assert masks.scheduled_prune_count(mask, 0.2) == 20
+    assert masks.scheduled_prune_count(mask, 0.2, one_shot_rounds=2) == 36  # keeps 64
+    mask[:36] = 0
+    assert masks.scheduled_prune_count(mask, 0.2, one_shot_rounds=2) == 0
+
+
+def test_global_argument_errors():
+    a = {"a": np.ones(3)}
+    with pytest.raises(ValueError, match="must name the same tensors"):
+        masks.global_masks("large_final", a, {"b": np.ones(3)}, a, 0.2)
+    with pytest.raises(ValueError, match=r"num_prune must be an integer in \[0, 3\]"):
+        masks.global_masks("large_final", a, a, a, 0.0, num_prune=4)
+    with pytest.raises(ValueError, match="Unknown criterion"):
+        masks.global_masks("largest", a, a, a, 0.2)
+    assert masks.global_masks("large_final", {}, {}, {}, 0.2) == {}
