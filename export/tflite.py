@@ -163,7 +163,12 @@ def check_builtin_ops(model) -> None:
     foreign = sorted({name for name in names if name not in _BUILTIN_NAMES})
     if foreign:
         raise RuntimeError(f"The converted model uses non-built-in (custom or Flex) ops: {foreign}")
-    _interpreter(model).allocate_tensors()  # the default resolver fails on unknown ops
+    try:
+        _interpreter(model).allocate_tensors()  # the default resolver fails on unknown ops
+    except RuntimeError:
+        # XNNPACK refuses some valid files (int8 FULLY_CONNECTED fed by DENSIFY); LiteRT's
+        # built-in kernels must still load them.
+        _interpreter(model, default_delegates=False).allocate_tensors()
 
 
 def runs_in_default_interpreter(model, default_delegates: bool = True) -> str | None:

@@ -1,0 +1,378 @@
+"""The public API on users' own models: masked, prune, state, supermasks, strip, export."""
+
+import os
+import warnings
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import tf_lth
+from tf_lth.layers import MaskedDense, MaskedMixin, masked_layers
+
+RNG = np.random.default_rng(0)
+
+
+def _functional_cnn():
+    inputs = keras.Input((12, 12, 1), name="images")
+    x = keras.layers.Conv2D(4, 3, activation="relu", name="conv")(inputs)
+    x = keras.layers.BatchNormalization(name="bn")(x)
+    x = keras.layers.Flatten()(x)
+    x = keras.layers.Dropout(0.2)(x)
+    outputs = keras.layers.Dense(3, name="head")(x)
+    return keras.Model(inputs, outputs)
+
+
+class Subclassed(keras.Model):
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.conv = keras.layers.Conv2D(4, 3, activation="relu")
+        self.bn = keras.layers.BatchNormalization()
+        self.flatten = keras.layers.Flatten()
+        self.head = keras.layers.Dense(3)
+
+    def call(self, x, training=False):
+        return self.head(self.flatten(self.bn(self.conv(x), training=training)))
+
+
+def _images(count=8, shape=(12, 12, 1)):
+    return RNG.uniform(size=(count, *shape)).astype("float32")
+
+
+def _nested():
+    inner = keras.Sequential([keras.Input((6,)), keras.layers.Dense(5, activation="relu",
+                                                                   name="inner_dense")],
+                             name="inner")
+    inputs = keras.Input((6,))
+    return keras.Model(inputs, keras.layers.Dense(2, name="outer_dense")(inner(inputs)))
+
+
+# ---- masked -----------------------------------------------------------------------------
+@pytest.mark.parametrize("make, x", [
+    (_functional_cnn, _images()),
+    (lambda: keras.Sequential([keras.Input((6,)), keras.layers.Dense(4),
+                               keras.layers.Dense(2)]), RNG.uniform(size=(3, 6)).astype("f")),
+    (_nested, RNG.uniform(size=(3, 6)).astype("f")),
+])
+def test_masked_graph_models_in_place_keep_outputs_and_weights(make, x):
+    model = make()
+    before = np.array(model(x))
+    weights = [np.array(w) for w in model.get_weights()]
+    assert tf_lth.masked(model) is model
+    assert masked_layers(model)
+    np.testing.assert_allclose(np.array(model(x)), before, atol=1e-6)
+    for a, b in zip(model.get_weights(), weights):  # same weights, masks not among them
+        np.testing.assert_array_equal(a, b)
+
+
+def test_masked_nested_model_masks_the_inner_dense():
+    model = _nested()
+    tf_lth.masked(model)
+    assert [slot.key for slot in tf_lth.kernel_slots(model)] == ["inner_dense", "outer_dense"]
+
+
+def test_masked_subclassed_model_in_place_and_training_respects_masks():
+    model = Subclassed()
+    x, y = _images(32), RNG.integers(0, 3, 32)
+    model(x[:1])
+    before = np.array(model(x))
+    tf_lth.masked(model)
+    assert isinstance(model.conv, MaskedMixin) and isinstance(model.head, MaskedDense)
+    np.testing.assert_allclose(np.array(model(x)), before, atol=1e-6)
+    tf_lth.prune(model, 0.5)
+    pruned = np.array(model.head.mask) == 0
+    model.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    model.fit(x, y, epochs=1, verbose=0)
+    effective = np.array(model.head.effective_kernel())
+    assert np.all(effective[pruned] == 0.0)
+
+
+@pytest.mark.parametrize("layer, shape, keys", [
+    (keras.layers.Conv1D(3, 3, padding="causal"), (10, 2), ["layer"]),
+    (keras.layers.Conv2D(3, 3), (6, 6, 2), ["layer"]),
+    (keras.layers.Conv3D(3, 2), (4, 4, 4, 2), ["layer"]),
+    (keras.layers.DepthwiseConv2D(3, depth_multiplier=2), (6, 6, 2), ["layer"]),
+    (keras.layers.SeparableConv2D(3, 3), (6, 6, 2),
+     ["layer/depthwise_kernel", "layer/pointwise_kernel"]),
+    (keras.layers.EinsumDense("abc,cd->abd", output_shape=(5, 4), bias_axes="d"), (5, 3),
+     ["layer"]),
+])
+def test_every_layer_kind_is_masked_and_its_mask_acts(layer, shape, keys):
+    layer.name = "layer"  # noqa: keras allows renaming before use
+    inputs = keras.Input(shape)
+    model = keras.Model(inputs, layer(inputs))
+    x = RNG.uniform(size=(2, *shape)).astype("float32")
+    before = np.array(model(x))
+    tf_lth.masked(model)
+    assert [slot.key for slot in tf_lth.kernel_slots(model)] == keys
+    np.testing.assert_allclose(np.array(model(x)), before, atol=1e-5)
+    tf_lth.set_masks(model, {key: np.zeros(tf_lth.get_masks(model)[key].shape)
+                             for key in keys})
+    bias = np.array(layer.bias)
+    np.testing.assert_allclose(np.array(model(x)), np.broadcast_to(bias, before.shape),
+                               atol=1e-6)
+
+
+def test_layers_argument_names_or_predicate_and_clear_errors():
+    model = _functional_cnn()
+    tf_lth.masked(model, layers=["head"])
+    assert [layer.name for layer in masked_layers(model)] == ["head"]
+    model = _functional_cnn()
+    tf_lth.masked(model, layers=lambda layer: isinstance(layer, keras.layers.Conv2D))
+    assert [layer.name for layer in masked_layers(model)] == ["conv"]
+    with pytest.raises(ValueError, match="not maskable layers.*Allowed: conv, head"):
+        tf_lth.masked(_functional_cnn(), layers=["nope"])
+    flat = keras.Sequential([keras.Input((4,)), keras.layers.BatchNormalization()])
+    with pytest.raises(ValueError, match="Nothing to mask"):
+        tf_lth.masked(flat)
+    with pytest.raises(ValueError, match="needs a built model"):
+        tf_lth.masked(Subclassed())
+
+
+def test_layers_with_kernels_left_alone_are_named_in_a_warning():
+    class MyDense(keras.layers.Dense):
+        pass
+
+    inputs = keras.Input((4, 4, 2))
+    x = keras.layers.Conv2DTranspose(2, 3, name="up")(inputs)
+    x = keras.layers.Flatten()(x)
+    x = MyDense(3, name="custom")(x)
+    model = keras.Model(inputs, keras.layers.Dense(2, name="out")(x))
+    with pytest.warns(UserWarning) as caught:
+        tf_lth.masked(model)
+    message = str(caught[0].message)
+    assert "up (Conv2DTranspose: not a kind tf_lth masks)" in message
+    assert "custom (MyDense: a subclass of Dense)" in message
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # layers left out by the caller's choice: no warning
+        tf_lth.masked(_functional_cnn(), layers=["head"])
+
+
+def test_copy_true_leaves_the_original_alone():
+    model = _functional_cnn()
+    copy = tf_lth.masked(model, copy=True)
+    assert copy is not model and not masked_layers(model) and masked_layers(copy)
+    x = _images()
+    np.testing.assert_allclose(np.array(copy(x)), np.array(model(x)), atol=1e-6)
+    model = Subclassed()
+    model(_images(1))
+    with pytest.raises(ValueError, match="subclassed model cannot be cloned"):
+        tf_lth.masked(model, copy=True)
+
+
+def test_keras_file_round_trip_of_a_masked_functional_model(tmp_path):
+    model = tf_lth.masked(_functional_cnn())
+    tf_lth.prune(model, 0.5)
+    path = os.path.join(tmp_path, "model.keras")
+    model.save(path)
+    loaded = keras.models.load_model(path)
+    for a, b in zip(model.weights, loaded.weights):
+        np.testing.assert_array_equal(np.array(a), np.array(b))
+    for key, mask in tf_lth.get_masks(model).items():
+        np.testing.assert_array_equal(tf_lth.get_masks(loaded)[key], mask)
+    x = _images()
+    np.testing.assert_allclose(np.array(loaded(x)), np.array(model(x)), atol=1e-6)
+
+
+# ---- the get_weights / set_weights trap ---------------------------------------------------
+def test_keras_rewind_idiom_never_resets_a_mask():
+    model = _functional_cnn()
+    plain_count = len(model.get_weights())
+    tf_lth.masked(model)
+    initial = model.get_weights()
+    assert len(initial) == plain_count  # kernels and biases; masks are not weights
+    new_masks = tf_lth.prune(model, 0.5)
+    model.set_weights(initial)
+    for key, mask in tf_lth.get_masks(model).items():
+        np.testing.assert_array_equal(mask, new_masks[key])
+        assert mask.mean() == pytest.approx(0.5, abs=0.01)
+    # the same holds for lists saved before masking
+    fresh = _functional_cnn()
+    before = fresh.get_weights()
+    tf_lth.masked(fresh)
+    tf_lth.prune(fresh, 0.5)
+    fresh.set_weights(before)
+    assert tf_lth.weights_remaining(fresh)[0] == pytest.approx(0.5, abs=0.01)
+
+
+# ---- state, prune, find_ticket -------------------------------------------------------------
+def test_weights_state_excludes_masks_and_rewind_restores_weights_only():
+    model = tf_lth.masked(_functional_cnn())
+    state = tf_lth.weights_state(model)
+    assert not any(key.endswith(("/mask", "/frozen")) for key in state)
+    assert "bn/moving_mean" in state and "conv/kernel" in state
+    tf_lth.prune(model, 0.5)
+    for variable in model.weights:
+        variable.assign(np.ones(variable.shape, "float32"))
+    tf_lth.rewind(model, state)
+    for key, value in tf_lth.weights_state(model).items():
+        np.testing.assert_array_equal(value, state[key])
+    assert tf_lth.weights_remaining(model)[0] == pytest.approx(0.5, abs=0.01)
+    with pytest.raises(ValueError, match="does not match this model's weights"):
+        tf_lth.rewind(model, {"conv/kernel": state["conv/kernel"]})
+
+
+def test_prune_per_layer_rates_global_scope_and_reference_criteria():
+    model = tf_lth.masked(_functional_cnn())
+    reference = tf_lth.weights_state(model)
+    result = tf_lth.prune(model, {"head": 0.5})
+    assert result["conv"].mean() == 1.0 and result["head"].mean() == pytest.approx(0.5, abs=0.01)
+    with pytest.raises(ValueError, match="needs reference"):
+        tf_lth.prune(model, 0.2, criterion="magnitude_increase")
+    tf_lth.prune(model, 0.2, criterion="magnitude_increase", reference=reference)
+    with pytest.raises(ValueError, match="unknown layers"):
+        tf_lth.prune(model, {"nope": 0.2})
+    model = tf_lth.masked(_functional_cnn())
+    kept = {key: mask.sum() for key, mask in tf_lth.get_masks(model).items()}
+    tf_lth.prune(model, 0.5, scope="global")
+    masks_now = tf_lth.get_masks(model)
+    total = sum(kept.values())
+    assert sum(mask.sum() for mask in masks_now.values()) == total - int(0.5 * total)
+    # one ranking: every kept |w| is at least every pruned |w|
+    kernels = {slot.key: np.abs(np.array(slot.kernel)) for slot in tf_lth.kernel_slots(model)}
+    kept_min = min(kernels[k][masks_now[k] == 1].min() for k in kernels)
+    pruned_max = max(kernels[k][masks_now[k] == 0].max() for k in kernels)
+    assert kept_min >= pruned_max
+
+
+def test_prune_snip_computes_gradients_from_data():
+    model = tf_lth.masked(_functional_cnn())
+    model.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    reference = tf_lth.weights_state(model)
+    x, y = _images(16), RNG.integers(0, 3, 16)
+    result = tf_lth.prune(model, 0.3, criterion="snip", reference=reference, data=(x, y))
+    assert result["head"].mean() == pytest.approx(0.7, abs=0.01)
+
+
+def test_find_ticket_rewinds_to_step_k_with_the_snapshot_callback():
+    model = tf_lth.masked(_functional_cnn())
+    model.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    x, y = _images(40), RNG.integers(0, 3, 40)
+    starts = []
+
+    def train(model, callbacks, round_index):
+        starts.append(np.array(model.get_layer("head").kernel_variable))
+        return model.fit(x, y, batch_size=10, epochs=1, verbose=0, callbacks=callbacks)
+
+    ticket = tf_lth.find_ticket(model, train, rounds=2, rate=0.5, rewind_to=2, verbose=0)
+    assert [round(r["weights_remaining"], 2) for r in ticket.records] == [1.0, 0.5, 0.25]
+    assert "loss" in ticket.records[0]["train"]
+    # rounds 1 and 2 start from the step-2 weights of round 0, on the kept positions
+    kept = ticket.masks["head"] == 1
+    np.testing.assert_array_equal(starts[2][kept], ticket.start_state["head/kernel"][kept])
+    assert not np.array_equal(starts[1], starts[0])
+    with pytest.raises(ValueError, match="needs train_fn\\(model, callbacks\\)"):
+        tf_lth.find_ticket(model, lambda m: None, rounds=1, rate=0.2, rewind_to=3)
+    reset = ticket.reset(tf_lth.masked(_functional_cnn()))
+    np.testing.assert_array_equal(tf_lth.get_masks(reset)["head"], ticket.masks["head"])
+
+
+# ---- supermasks ------------------------------------------------------------------------------
+def test_learned_supermask_changes_no_batchnorm_variable_and_evaluates_deterministically():
+    model = _functional_cnn()
+    model(_images(1))
+    tf_lth.masked(model, supermask=True)
+    trainable = [variable.name for variable in model.trainable_variables]
+    assert trainable == ["mask_logits", "mask_logits"]
+    bn = model.get_layer("bn")
+    before = [np.array(variable) for variable in bn.variables]
+    model.compile(keras.optimizers.SGD(100.0, momentum=0.9),
+                  keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    x, y = _images(64), RNG.integers(0, 3, 64)
+    logits_before = np.array(model.get_layer("head").mask_logits)
+    model.fit(x, y, batch_size=16, epochs=2, verbose=0)
+    assert not np.array_equal(np.array(model.get_layer("head").mask_logits), logits_before)
+    for value, variable in zip(before, bn.variables):
+        np.testing.assert_array_equal(np.array(variable), value)  # gamma, beta, moving stats
+    first, second = model.evaluate(x, y, verbose=0), model.evaluate(x, y, verbose=0)
+    assert first == second
+    np.testing.assert_array_equal(model.predict(x, verbose=0), model.predict(x, verbose=0))
+    assert tf_lth.supermask_mode(model, "sample") == "expected"
+    samples = [model.predict(x, verbose=0) for _ in range(2)]
+    assert not np.array_equal(samples[0], samples[1])
+
+
+def test_supermask_batchnorm_update_keeps_gamma_beta_and_updates_statistics():
+    model = _functional_cnn()
+    model(_images(1))
+    tf_lth.masked(model, supermask=True, batchnorm="update")
+    bn = model.get_layer("bn")
+    gamma, mean = np.array(bn.gamma), np.array(bn.moving_mean)
+    model.compile(keras.optimizers.SGD(100.0),
+                  keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    model.fit(_images(32), RNG.integers(0, 3, 32), epochs=1, verbose=0)
+    np.testing.assert_array_equal(np.array(bn.gamma), gamma)
+    assert not np.array_equal(np.array(bn.moving_mean), mean)
+
+
+# ---- strip and export -----------------------------------------------------------------------
+def test_strip_returns_a_plain_model_and_inplace_works_for_subclassed():
+    model = tf_lth.masked(_functional_cnn())
+    tf_lth.prune(model, 0.6)
+    x = _images()
+    plain = tf_lth.strip(model)
+    assert not masked_layers(plain) and masked_layers(model)
+    np.testing.assert_allclose(np.array(plain(x)), np.array(model(x)), atol=1e-6)
+    assert np.mean(np.array(plain.get_layer("head").kernel) == 0) == pytest.approx(0.6, abs=0.01)
+    sub = Subclassed()
+    sub(x[:1])
+    tf_lth.masked(sub)
+    tf_lth.prune(sub, 0.5)
+    expected = np.array(sub(x))
+    with pytest.raises(ValueError, match="inplace=True"):
+        tf_lth.strip(sub)
+    assert tf_lth.strip(sub, inplace=True) is sub
+    assert type(sub.head) is keras.layers.Dense and not masked_layers(sub)
+    assert not any("mask" in variable.path for variable in sub.variables)
+    np.testing.assert_allclose(np.array(sub(x)), expected, atol=1e-6)
+
+
+def _two_input_softmax_model():
+    image = keras.Input((8, 8, 1), name="image")
+    extra = keras.Input((3,), name="extra")
+    x = keras.layers.Flatten()(keras.layers.Conv2D(2, 3)(image))
+    x = keras.layers.Concatenate()([x, keras.layers.Dense(4)(extra)])
+    outputs = keras.layers.Dense(5, activation="softmax", name="probs")(x)
+    return keras.Model({"image": image, "extra": extra}, outputs)
+
+
+def test_export_takes_the_models_own_signature_and_outputs(tmp_path):
+    model = tf_lth.masked(_two_input_softmax_model())
+    tf_lth.prune(model, 0.5)
+    inputs = {"image": _images(6, (8, 8, 1)), "extra": RNG.uniform(size=(6, 3)).astype("f")}
+    expected = np.array(model(inputs))
+    path = tf_lth.export_saved_model(model, os.path.join(tmp_path, "saved"))
+    serve = tf.saved_model.load(path).signatures["serving_default"]
+    outputs = serve(**{k: tf.constant(v) for k, v in inputs.items()})
+    assert list(outputs) == ["probs"]
+    np.testing.assert_allclose(outputs["probs"].numpy(), expected, atol=1e-6)
+    np.testing.assert_allclose(expected.sum(axis=1), 1.0, atol=1e-5)  # softmax once
+    info = tf_lth.export_litert(model, os.path.join(tmp_path, "model.tflite"))
+    assert info["inputs"] == ["extra", "image"] and info["outputs"] == ["probs"]
+    lite = tf_lth.run_litert(info["path"], inputs)["probs"]
+    np.testing.assert_allclose(lite, expected, atol=1e-5)
+    assert masked_layers(model)  # the model is masked again after tracing
+
+
+def test_export_flat_mlp_and_int8(tmp_path):
+    model = tf_lth.masked(keras.Sequential([keras.Input((20,)), keras.layers.Dense(16, "relu"),
+                                            keras.layers.Dense(4)]))
+    tf_lth.prune(model, 0.7)
+    x = RNG.uniform(size=(30, 20)).astype("float32")
+    info = tf_lth.export_litert(model, os.path.join(tmp_path, "mlp.tflite"), int8=True,
+                                representative_data=x)
+    assert info["kind"] == "tflite_sparse_int8"
+    result = tf_lth.run_litert(info["path"], x)
+    (name, values), = result.items()
+    assert values.shape == (30, 4)
+    assert np.abs(values - np.array(model(x))).max() < 0.2
+
+
+def test_config_prune_scope_flag_is_validated():
+    from tf_lth import config as config_lib
+
+    config = config_lib.make(run_dir="/tmp/x", prune_scope="global", experiment="lottery")
+    assert config.prune_scope == "global"
+    with pytest.raises(config_lib.ConfigError, match="--prune_scope='rows' is not allowed"):
+        config_lib.make(run_dir="/tmp/x", prune_scope="rows")
