@@ -18,6 +18,7 @@ SUPERMASK_WEIGHTS = ("init", "signed_constant")
 MASK_SAMPLINGS = ("bernoulli", "round")
 SUPERMASK_EXPORTS = ("expected", "sample")
 MASK_BLOCKS = ("1x1", "1x4")
+PRUNE_SCOPES = ("layer", "global")
 SYNTHETIC_DATASETS = ("synthetic", "synthetic_mnist")  # built in; other names are tfds'
 
 # SPEC.md sections 2 and 3: optimizer, learning rate, batch, epochs per round, prune rates.
@@ -64,6 +65,7 @@ class Config:
     mask_one_action: str = "none"
     mask_zero_action: str = "zero"
     mask_block: str = "1x1"
+    prune_scope: str = "layer"
     source_run: str | None = None
     prune_levels: tuple = ()
     weight_treatments: tuple = ("init", "signed_constant", "rescaled")
@@ -185,6 +187,7 @@ def make(**values) -> Config:
     _choice("mask_sampling", config.mask_sampling, MASK_SAMPLINGS)
     _choice("supermask_export", config.supermask_export, SUPERMASK_EXPORTS)
     _choice("mask_block", config.mask_block, MASK_BLOCKS)
+    _choice("prune_scope", config.prune_scope, PRUNE_SCOPES)
     _choice("mask_one_action", config.mask_one_action, actions.MASK_ONE_ACTIONS)
     _choice("mask_zero_action", config.mask_zero_action, actions.MASK_ZERO_ACTIONS)
     if not config.criteria:
@@ -243,7 +246,7 @@ def make(**values) -> Config:
 RUN_IDENTITY = (
     "experiment", "dataset", "arch", "epochs", "iterations", "batch_size", "optimizer",
     "learning_rate", "momentum", "seed", "criterion", "rounds", "prune_rates", "one_shot",
-    "rewind_iteration", "mask_one_action", "mask_zero_action", "mask_block", "validation_size",
+    "rewind_iteration", "mask_one_action", "mask_zero_action", "mask_block", "prune_scope", "validation_size",
     "supermask_weights", "sigmoid_bias", "constant_multiplier", "mask_sampling",
     "dynamic_scaling", "prune_levels", "weight_treatments", "source_run", "eval_every",
 )

@@ -60,6 +60,8 @@ def define_flags() -> None:
     _define("string", "mask_zero_action", "zero", "Values of pruned weights (SPEC.md section 6).")
     _define("string", "mask_block", "1x1", "Mask granularity: 1x1 (the paper) or 1x4 "
             "(LiteRT's sparse kernel blocks).")
+    _define("string", "prune_scope", "layer", "layer: each layer prunes its own rate (the "
+            "paper); global: one ranking across layers, pruning the same total per round.")
     _define("string", "source_run", None, "A finished dense run whose weights untrained "
             "supermasks use.")
     _define("string", "prune_levels", "", "Untrained supermask prune levels, as round counts "

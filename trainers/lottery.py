@@ -105,6 +105,18 @@ class LotteryRun:
             gradients = kernel_gradients(self.model, self.data)
         rng = self._rng(round_index, 1)
         set_model_state(self.model, reset_state, source="reset weights")
+        global_masks = None
+        if getattr(config, "prune_scope", "layer") == "global":
+            # One ranking across layers, pruning the total the per-layer rates would
+            # (docs/semantics.md, "Global pruning"); tf_lth.find_ticket draws the same way.
+            prev = {name: previous_masks[name] for name in self.layer_names}
+            total = sum(masks.scheduled_prune_count(
+                prev[layer.name], config.rates[layer_group(self.model, layer)],
+                config.rounds if config.one_shot else None) for layer in self.layers)
+            global_masks = masks.global_masks(
+                config.criterion, {name: w_init[name] for name in prev},
+                {name: w_final[name] for name in prev}, prev, 0.0, rng=rng,
+                grad_init=gradients, num_prune=total, block=config.block_size)
         for layer in self.layers:
             name = layer.name
             rate = config.rates[layer_group(self.model, layer)]
@@ -114,13 +126,16 @@ class LotteryRun:
             if config.one_shot:
                 target = masks.kept_count(prev_mask.size, rate, config.rounds)
                 kwargs["num_prune"] = int(prev_mask.sum()) - target
-            new_mask = masks.compute_mask(config.criterion, w_init[name], w_final[name],
-                                          prev_mask, rate, **kwargs)
+            if global_masks is not None:
+                new_mask = global_masks[name]
+            else:
+                new_mask = masks.compute_mask(config.criterion, w_init[name], w_final[name],
+                                              prev_mask, rate, **kwargs)
             start, frozen = actions.next_round_values(
                 config.mask_one_action, config.mask_zero_action, w_init[name], w_final[name],
                 new_mask, prev_mask, previous_frozen[name], rng,
             )
-            layer._kernel.assign(start.astype(np.float32))
+            layer.kernel_variable.assign(start.astype(np.float32))
             layer.mask.assign(new_mask.astype(np.float32))
             layer.frozen.assign(frozen.astype(np.float32))
 
