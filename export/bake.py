@@ -28,6 +28,7 @@ from tf_lth.layers import (
     _swap_class,
     masked_layers,
     plain_kind,
+    walk_layers,
 )
 
 SUPERMASK_EXPORTS = ("expected", "sample")
@@ -212,6 +213,6 @@ def kernel_layers(model: keras.Model) -> list:
     """The Dense and Conv2D layers of a plain (baked) model, in order."""
     return [
         layer
-        for layer in model._flatten_layers(include_self=False)
+        for layer in walk_layers(model)
         if isinstance(layer, (keras.layers.Dense, keras.layers.Conv2D))
     ]

@@ -528,3 +528,15 @@ def test_global_argument_errors():
     with pytest.raises(ValueError, match="Unknown criterion"):
         masks.global_masks("largest", a, a, a, 0.2)
     assert masks.global_masks("large_final", {}, {}, {}, 0.2) == {}
+
+
+def test_global_prune_count_reaches_the_per_layer_schedules_total():
+    masks_now = {"a": np.ones(100), "b": np.ones(10)}
+    rates = {"a": 0.2, "b": 0.1}
+    # level 1: per-layer keeps 80 + 9 = 89 of 110
+    assert masks.global_prune_count(masks_now, rates, 1) == 21
+    # after a global round that kept 85 of a and 4 of b (89), level 2 keeps 64 of a and
+    # 9 of b (floor(0.1 x 9) = 0 pruned in round 2): 73
+    masks_now = {"a": np.r_[np.ones(85), np.zeros(15)], "b": np.r_[np.ones(4), np.zeros(6)]}
+    assert masks.global_prune_count(masks_now, rates, 2) == 89 - 73
+    assert masks.global_prune_count(masks_now, rates, 0) == 0

@@ -700,9 +700,27 @@ PLAIN_KINDS = {masked: plain for plain, masked in MASKED_KINDS.items()}
 MASKED_LAYERS = tuple(MASKED_KINDS.values())
 
 
+def walk_layers(model) -> list:
+    """Every layer inside `model`, depth first in the order each holds them, once each.
+
+    (Keras' own `_flatten_layers` lists a nested model's layers in reverse order.)
+    """
+    found, seen = [], {id(model)}
+
+    def visit(layer):
+        for child in layer._layers:
+            if id(child) not in seen:
+                seen.add(id(child))
+                found.append(child)
+                visit(child)
+
+    visit(model)
+    return found
+
+
 def masked_layers(model) -> list:
     """The masked layers of a model (any kind of model, nested ones included), in order."""
-    return [layer for layer in model._flatten_layers() if isinstance(layer, MaskedMixin)]
+    return [layer for layer in walk_layers(model) if isinstance(layer, MaskedMixin)]
 
 
 def plain_kind(layer) -> type:

@@ -547,6 +547,20 @@ def global_masks(
     return result
 
 
+def global_prune_count(masks: dict, rates: dict, level: int) -> int:
+    """Weights global pruning takes so that the total kept equals the per-layer schedule's.
+
+    After `level` rounds, per-layer pruning keeps `kept_count(size, rate, level)` of each
+    tensor; global pruning at the same rates prunes the current total kept down to the sum
+    of those, so both scopes keep the same number of weights at every level (how they are
+    spread over the tensors differs). `masks` and `rates` are keyed by tensor name.
+    """
+    kept = sum(int(np.asarray(masks[name]).sum()) for name in rates)
+    target = sum(kept_count(np.asarray(masks[name]).size, rate, level)
+                 for name, rate in rates.items())
+    return max(kept - target, 0)
+
+
 def scheduled_prune_count(mask: np.ndarray, rate: float, one_shot_rounds: int | None = None) -> int:
     """Weights per-layer pruning takes from one tensor this round.
 

@@ -201,7 +201,8 @@ def _check_scope(scope: str) -> None:
 
 
 def _new_masks_and_values(slots, rates, criterion, w_init, w_final, rng, scope, block,
-                          grad_init, one_shot_rounds, mask_one_action, mask_zero_action):
+                          grad_init, one_shot_rounds, mask_one_action, mask_zero_action,
+                          level=None):
     """Masks (and the actions' next values) in the CLI's order of random draws.
 
     Per-layer: for each kernel, its mask then its actions. Global: every mask first, then
@@ -210,8 +211,10 @@ def _new_masks_and_values(slots, rates, criterion, w_init, w_final, rng, scope, 
     results = {}
     if scope == "global":
         prev = {key: np.array(slot.mask.numpy()) for key, slot in slots.items() if key in rates}
-        num_prune = sum(masks.scheduled_prune_count(prev[key], rates[key], one_shot_rounds)
-                        for key in prev)
+        if level is None:  # one prune: the per-kernel counts, summed
+            num_prune = sum(masks.scheduled_prune_count(prev[key], rates[key]) for key in prev)
+        else:  # a round of a schedule: the total the per-layer schedule keeps at `level`
+            num_prune = masks.global_prune_count(prev, rates, level)
         new = masks.global_masks(criterion, {k: w_init[k] for k in prev},
                                  {k: w_final[k] for k in prev}, prev, 0.0, rng=rng,
                                  grad_init=grad_init, num_prune=num_prune, block=block)
@@ -440,8 +443,9 @@ def find_ticket(
             rewind point: the lottery ticket), "reinit", "reshuffle", ... (tf_lth.actions).
         mask_zero_action: Values of pruned weights: "zero" (the lottery ticket),
             "freeze_init", ... (tf_lth.actions).
-        scope: "layer" (the paper) or "global" (one ranking across kernels; per round it
-            prunes the total the per-layer rates would, see `tf_lth.prune`).
+        scope: "layer" (the paper) or "global": one ranking across kernels, pruning each
+            round down to the total the per-layer schedule keeps at that round (so both
+            scopes keep the same number of weights; `tf_lth.masks.global_prune_count`).
         block: "1x1" or "1x4".
         one_shot: Prune once, straight to the level of `rounds` rounds.
         seed: Seed of tie breaking and random actions (round r draws from
@@ -526,7 +530,8 @@ def find_ticket(
         rewind(model, reset_state)
         results = _new_masks_and_values(
             slots, rates, criterion, w_init, w_final, rng, scope, block, grad_init,
-            int(rounds) if one_shot else None, mask_one_action, mask_zero_action)
+            int(rounds) if one_shot else None, mask_one_action, mask_zero_action,
+            level=int(rounds) if one_shot else round_index)
         for key, (new_mask, start, frozen) in results.items():
             slot = slots[key]
             slot.kernel.assign(start.astype(np.float32))

@@ -20,7 +20,13 @@ from typing import NamedTuple
 import keras
 import numpy as np
 
-from tf_lth.layers import MASKED_KINDS, MaskedMixin, mask_layer_in_place, masked_layers
+from tf_lth.layers import (
+    MASKED_KINDS,
+    MaskedMixin,
+    mask_layer_in_place,
+    masked_layers,
+    walk_layers,
+)
 
 LOG = logging.getLogger("tf_lth")
 SUPERMASK_MODES = ("expected", "sample")
@@ -60,12 +66,7 @@ def kernel_slots(model) -> list:
 
 def _all_layers(model) -> list:
     """Every layer inside `model` (nested models and wrappers walked through), once each."""
-    layers, seen = [], set()
-    for layer in model._flatten_layers(include_self=False, recursive=True):
-        if id(layer) not in seen:
-            seen.add(id(layer))
-            layers.append(layer)
-    return layers
+    return walk_layers(model)
 
 
 def _own_weights(layer) -> list:
