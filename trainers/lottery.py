@@ -107,12 +107,12 @@ class LotteryRun:
         set_model_state(self.model, reset_state, source="reset weights")
         global_masks = None
         if getattr(config, "prune_scope", "layer") == "global":
-            # One ranking across layers, pruning the total the per-layer rates would
+            # One ranking across layers, down to the total the per-layer schedule keeps
             # (docs/semantics.md, "Global pruning"); tf_lth.find_ticket draws the same way.
             prev = {name: previous_masks[name] for name in self.layer_names}
-            total = sum(masks.scheduled_prune_count(
-                prev[layer.name], config.rates[layer_group(self.model, layer)],
-                config.rounds if config.one_shot else None) for layer in self.layers)
+            total = masks.global_prune_count(prev, {
+                layer.name: config.rates[layer_group(self.model, layer)]
+                for layer in self.layers}, self.prune_level(round_index))
             global_masks = masks.global_masks(
                 config.criterion, {name: w_init[name] for name in prev},
                 {name: w_final[name] for name in prev}, prev, 0.0, rng=rng,
