@@ -1,24 +1,24 @@
-"""`python -m bench.run` (`make bench`): tf_lth's speed and size, each as a ratio.
+"""`python -m bench.run` (`make bench`): tf_lth's speed and size, as ratios against what a
+user would pick instead, each timed in this process and alternated with ours.
 
-Every figure is measured against a plain-Keras reference timed in the same process, with
-the measurements interleaved (reference, variant, reference, ...) and the best of the
-repeats kept, so the ratios mean something on a shared machine:
-
-1. Training throughput (examples/s) of fc at batch 60 and 250 and of conv2 at a small batch
-   on synthetic 32x32x3 images: the plain Keras network (stock Dense/Conv2D, the masked
-   network baked by `export.bake`) in our loop (`trainers.loop.Trainer.fit`) is 1.0; beside
-   it the same plain network with `model.fit`, the masked network with a lottery mask,
-   and the learned supermask (against the plain network with the same optimizer, SGD).
-2. FLOP utilisation: useful FLOPs of the fc step per second against a large matmul's
-   GFLOP/s on this machine.
-3. Overhead between lottery rounds (end of one round's training to the start of the next)
-   as a fraction of one epoch of the plain network in our loop.
-4. The untrained-supermask sweep (every criterion x 25 levels x 3 weight treatments) on
-   MNIST against the evaluation-only floor (the same number of plain-Keras evaluations).
-5. Export: size per format and LiteRT latency per example against the dense network's
+1. fc 784-300-100-10 at batch 60 (Adam): the CLI's masked lottery round, end to end
+   (`python -m tf_lth.train`, examples/s read from results.json), against Keras
+   `model.fit(jit_compile=True, steps_per_execution=100)` of the same stock network, a
+   plain per-batch `tf.function` loop, and PyTorch eager with the mask re-applied after
+   each optimizer step (when torch is installed: `pip install -e '.[bench]'`). Our
+   in-process loop, masked and with stock layers, is kept as a diagnostic.
+2. FLOP utilisation of that fc round against a large matmul on this machine.
+3. The learned supermask round at batch 250 against the dense round in the same loop.
+4. conv2 on synthetic 32x32x3 images at batch 60: our loop against `model.fit` (XLA).
+5. A round evaluating validation and test every 100 iterations against evaluation only at
+   the end.
+6. Overhead between lottery rounds; the untrained-supermask sweep (every criterion x 25
+   levels x 3 weight treatments) against its evaluation-only floor.
+7. Export: size per format and LiteRT latency per example against the dense network's
    float LiteRT file; and 1x1 vs 1x4 lottery tickets at 7.0% kept, exported sparse.
 
-Writes bench/results.json and prints the table. `--quick` runs shorter measurements.
+Writes bench/results.json and prints the table. `--quick` runs shorter measurements;
+`--only=fc,conv2` runs some sections and keeps the others from the last results.json.
 """
 
 from __future__ import annotations
@@ -47,9 +47,14 @@ FC_MACS = sum(a * b for a, b in FC_SHAPES)
 FC_TRAIN_FLOPS = 2 * FC_MACS + 2 * FC_MACS + 2 * sum(a * b for a, b in FC_SHAPES[1:])
 FC_LEVEL_7 = 12  # rounds of the fc schedule that leave 7.0% of the weights
 TARGETS = {
-    "masked_fc_step": 0.9,        # issue: masked fc step >= 0.9 x plain step
-    "supermask_fc_step": 0.6,     # issue: learned-supermask step >= 0.6 x plain step
-    "block_1x4_speedup": 1.3,     # issue 9: 1x4 ticket at 7.0% >= 1.3x faster than dense
+    "cli_vs_keras_fit_xla": 2.0,       # issue 12: CLI masked round >= 2x model.fit (XLA)
+    "cli_vs_torch_eager_masked": 2.0,  # ... and >= 2x PyTorch eager with masks
+    "fc_flop_utilisation": 0.35,       # ... fc step FLOPs >= 35% of a large matmul
+    "supermask_vs_dense": 0.8,         # learned supermask round >= 0.8x dense (batch 250)
+    "conv2_vs_keras_fit_xla": 1.0,     # conv2 b60 in our loop >= model.fit (XLA)
+    "eval_every_100_max_ratio": 1.7,   # --eval_every=100 round <= 1.7x evaluation at the end
+    "sweep_max_seconds": 60.0,         # untrained sweep on real MNIST under 60 s
+    "block_1x4_speedup": 1.3,          # issue 9: 1x4 ticket at 7.0% >= 1.3x faster than dense
 }
 
 
@@ -152,150 +157,142 @@ def apply_lottery_masks(model, arch: str, rounds: int, w_final=None, block: int 
 
 
 # ---- measurements ------------------------------------------------------------------------
-class Interleaved:
-    """Runs named measurements in turns, `repeats` times; keeps every sample.
+def alternate(measures: dict, repeats: int) -> dict:
+    """Runs named measurements in turns (a, b, c, a, b, c, ...), `repeats` times.
 
-    A measurement returns (examples, wall seconds, CPU seconds of this process). The best
-    rate of each clock is kept: wall clock is what a user waits; CPU time counts only the
-    work this process did, so it holds when other processes share the cores.
+    Each measurement returns (examples, wall seconds). Returns, per name, the mean and the
+    samples of examples/s: alternating spreads the machine's other load over all of them.
     """
-
-    def __init__(self, repeats: int):
-        self.repeats = repeats
-        self.samples = {}
-
-    def run(self, measures: dict) -> dict:
-        for _ in range(self.repeats):
-            for name, measure in measures.items():
-                self.samples.setdefault(name, []).append(measure())
-        return {name: {"wall": max(n / w for n, w, _ in self.samples[name]),
-                       "cpu": max(n / c for n, _, c in self.samples[name] if c > 0)}
-                for name in measures}
-
-    def wall_rates(self, name: str) -> list:
-        return [round(n / w, 1) for n, w, _ in self.samples[name]]
+    samples = {name: [] for name in measures}
+    for _ in range(repeats):
+        for name, measure in measures.items():
+            examples, seconds = measure()
+            samples[name].append(examples / seconds)
+    return {name: {"examples_per_second": statistics.mean(rates),
+                   "samples": [round(rate, 1) for rate in rates]}
+            for name, rates in samples.items()}
 
 
-def timed(function):
-    """(result, wall seconds, CPU seconds of the whole process) of `function()`."""
-    wall, cpu = time.perf_counter(), time.process_time()
-    result = function()
-    return result, time.perf_counter() - wall, time.process_time() - cpu
+def our_loop(model, data, batch: int, iterations: int, optimizer: str = "adam",
+             learning_rate: float = 1.2e-3, eval_every: int = 10**9):
+    """tf_lth's Trainer in this process: a closure timing one `Trainer.fit` round."""
+    from trainers.loop import Schedule, Trainer
+
+    trainer = Trainer(model, optimizer, learning_rate, 0.9, log=lambda message: None)
+    trainer.fit(data, Schedule(min(iterations, 20), batch, seed=0, eval_every=10**9,
+                               progress=False))  # warm-up: traces and compiles
+
+    def measure():
+        trainer.reset_optimizer()
+        started = time.perf_counter()
+        trainer.fit(data, Schedule(iterations, batch, seed=1, eval_every=eval_every,
+                                   progress=False))
+        return iterations * batch, time.perf_counter() - started
+
+    measure.trainer = trainer
+    return measure
 
 
-def loop_throughput(trainer, data, iterations: int, batch: int) -> tuple:
-    """(examples, wall s, CPU s) of our loop: Trainer.fit, evaluation on a tiny set only."""
-    _, wall, cpu = timed(lambda: trainer.fit(data, iterations, batch, seed=1, eval_every=0,
-                                             progress=False))
-    return iterations * batch, wall, cpu
+def fc_against_references(data, data_dir, repeats: int, quick: bool) -> dict:
+    """fc, batch 60: the CLI's masked lottery round against what a user would use instead."""
+    import bench.references as refs
 
-
-def keras_fit_throughput(model, data, batch: int, examples: int) -> tuple:
-    images, labels = data.train_images[:examples], data.train_labels[:examples]
-    _, wall, cpu = timed(lambda: model.fit(images, labels, batch_size=batch, epochs=1,
-                                           shuffle=True, verbose=0))
-    return len(images), wall, cpu
-
-
-def make_trainer(model, optimizer: str):
-    from trainers.loop import Trainer
-
-    learning_rate = {"adam": 1.2e-3, "sgd": 0.01}[optimizer]
-    trainer = Trainer(model, optimizer, learning_rate, 0.9)
-    return trainer
-
-
-def step_only_throughput(trainer, images, labels, steps: int) -> tuple:
-    """(examples, wall s, CPU s) of the compiled train step alone, on one resident batch."""
-    step = trainer._train_step  # the Trainer's compiled step (same function fit calls)
-
-    def work():
-        for _ in range(steps):
-            step(images, labels)
-        float(trainer.loss_sum.read_value())  # wait for the last step
-
-    _, wall, cpu = timed(work)
-    return steps * int(labels.shape[0]), wall, cpu
-
-
-VARIANTS = {
-    "plain": dict(label="plain Keras network (Adam)", reference="plain, our loop"),
-    "plain_model_fit": dict(label="plain Keras network, model.fit (Adam)",
-                            reference="plain, our loop"),
-    "masked": dict(label="masked lottery ticket ({kept} kept, Adam)",
-                   reference="plain, our loop"),
-    "plain_sgd": dict(label="plain Keras network (SGD momentum)", reference="plain, our loop"),
-    "supermask": dict(label="learned supermask (SGD momentum)",
-                      reference="plain (SGD), our loop"),
-}
-
-
-def step_throughput(arch: str, data, batch: int, iterations: int, repeats: int,
-                    step_slices: int = 15, slice_steps: int = 40, with_fit: bool = True) -> dict:
-    """Examples/s of plain, masked and supermask training, in our loop and step alone.
-
-    "loop": `Trainer.fit` over one epoch of `iterations` batches (`timing_view`: data
-    pipeline, Python driver, one evaluation on a tiny set at the end), best of `repeats`
-    interleaved runs; the plain network's `model.fit` over the same examples beside it.
-    "step": the compiled step alone on one resident batch, best of `step_slices`
-    interleaved slices of `slice_steps` steps. The supermask's ratios are against the
-    plain network with the same optimizer (SGD).
-    """
-    import keras
-    import tensorflow as tf
-
-    data = timing_view(data, iterations * batch)
-    shape = data.image_shape
-    masked = masked_model(arch, shape, seed=0)
-    fraction = apply_lottery_masks(masked, arch, FC_LEVEL_7 if arch == "fc" else 6)
-    trainers = {
-        "plain": make_trainer(plain_twin(masked_model(arch, shape, seed=0)), "adam"),
-        "masked": make_trainer(masked, "adam"),
-        "plain_sgd": make_trainer(plain_twin(masked_model(arch, shape, seed=0)), "sgd"),
-        "supermask": make_trainer(masked_model(arch, shape, seed=0, supermask=True), "sgd"),
+    batch = 60
+    examples = data.steps_per_epoch(batch) * batch
+    if quick:
+        examples = min(examples, 12000)
+    masked = masked_model("fc", data.image_shape)
+    fraction = apply_lottery_masks(masked, "fc", 1)  # round 1 of the lottery: 80% kept
+    measures = {
+        "keras_fit_xla": refs.keras_fit("fc", data, batch, examples),
+        "tf_function_loop": refs.tf_function_loop("fc", data, batch, examples),
+        "our_loop_masked": our_loop(masked, timing_view(data, examples), batch,
+                                    examples // batch),
+        "our_loop_plain": our_loop(plain_twin(masked_model("fc", data.image_shape)),
+                                   timing_view(data, examples), batch, examples // batch),
     }
-    trainers["supermask"].set_learning_rate(100.0)  # the preset's rate (speed-neutral)
-    for trainer in trainers.values():  # warm-up: the first call traces the step
-        loop_throughput(trainer, data, 3, batch)
-    loop = {name: (lambda t=trainer: loop_throughput(t, data, iterations, batch))
-            for name, trainer in trainers.items()}
-    if with_fit:
-        fit_model = plain_twin(masked_model(arch, shape, seed=0))
-        fit_model.compile(optimizer=keras.optimizers.Adam(1.2e-3),
-                          loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
-        # warm-up on full and partial batches (both shapes trace)
-        keras_fit_throughput(fit_model, data, batch, batch * 3 + batch // 2)
-        loop["plain_model_fit"] = lambda: keras_fit_throughput(fit_model, data, batch,
-                                                               iterations * batch)
-    images = tf.constant(data.train_images[:batch])
-    labels = tf.constant(data.train_labels[:batch])
-    step = {name: (lambda t=trainer: step_only_throughput(t, images, labels, slice_steps))
-            for name, trainer in trainers.items()}
-    loop_recorder, step_recorder = Interleaved(repeats), Interleaved(step_slices)
-    loop_best = loop_recorder.run(loop)
-    step_best = step_recorder.run(step)
-    rows = {}
-    for name in VARIANTS:
-        if name not in loop_best:
-            continue
-        reference = "plain_sgd" if name == "supermask" else "plain"
-        entry = dict(VARIANTS[name])
-        entry["label"] = entry["label"].format(kept=f"{100 * fraction:.1f}%")
-        for kind, best in (("loop", loop_best), ("step", step_best)):
-            if name not in best:
-                continue
-            entry[f"{kind}_examples_per_second"] = best[name]["wall"]
-            entry[f"{kind}_ratio"] = best[name]["wall"] / best[reference]["wall"]
-            entry[f"{kind}_cpu_ratio"] = best[name]["cpu"] / best[reference]["cpu"]
-        entry["loop_samples"] = loop_recorder.wall_rates(name)
-        rows[name] = entry
-    for kind, best in (("loop", loop_best), ("step", step_best)):
-        rows["supermask"][f"{kind}_ratio_vs_plain_adam"] = \
-            best["supermask"]["wall"] / best["plain"]["wall"]
-    tracing = {name: trainer.train_tracing_count for name, trainer in trainers.items()}
-    return {"arch": arch, "batch_size": batch, "loop_iterations": iterations,
-            "loop_repeats": repeats, "step_slices": step_slices, "slice_steps": slice_steps,
-            "lottery_mask_kept": fraction, "rows": rows, "train_step_tracings": tracing}
+    skipped = {}
+    why_not = refs.torch_available()
+    if why_not:
+        skipped["torch_eager_masked"] = why_not
+    else:
+        measures["torch_eager_masked"] = refs.torch_masked_fc(data, batch, examples, kept=0.8)
+    if data_dir and not quick:
+        measures["cli_lottery_round"] = refs.cli_round(
+            ["--experiment=lottery", "--arch=fc", "--rounds=1", "--epochs=1",
+             "--batch_size=60", "--eval_every=1000000", "--seed=0"], data_dir)
+    else:
+        skipped["cli_lottery_round"] = ("needs real MNIST (TFDS_DATA_DIR) and a full run"
+                                        if not quick else "not run with --quick")
+    rates = alternate(measures, repeats)
+    ours = rates.get("cli_lottery_round", rates["our_loop_masked"])
+    ratios = {name: ours["examples_per_second"] / entry["examples_per_second"]
+              for name, entry in rates.items()}
+    return {"batch_size": batch, "examples_per_measurement": examples,
+            "lottery_mask_kept": fraction, "rates": rates, "skipped": skipped,
+            "ours": "cli_lottery_round" if "cli_lottery_round" in rates else "our_loop_masked",
+            "ratios_of_ours": ratios,
+            "diagnostic_masked_vs_plain_our_loop":
+                rates["our_loop_masked"]["examples_per_second"]
+                / rates["our_loop_plain"]["examples_per_second"]}
+
+
+def supermask_against_dense(data, repeats: int, quick: bool) -> dict:
+    """Learned supermask (SGD) and dense (Adam, SGD) rounds at batch 250 in our loop."""
+    batch = 250
+    iterations = (12000 if quick else data.steps_per_epoch(batch) * batch) // batch
+    view = timing_view(data, iterations * batch)
+    measures = {
+        "dense_adam": our_loop(masked_model("fc", data.image_shape), view, batch, iterations),
+        "dense_sgd": our_loop(masked_model("fc", data.image_shape), view, batch, iterations,
+                              optimizer="sgd", learning_rate=0.01),
+        "supermask_sgd": our_loop(masked_model("fc", data.image_shape, supermask=True), view,
+                                  batch, iterations, optimizer="sgd", learning_rate=100.0),
+    }
+    rates = alternate(measures, repeats)
+    supermask = rates["supermask_sgd"]["examples_per_second"]
+    return {"batch_size": batch, "iterations": iterations, "rates": rates,
+            "ratio_vs_dense_adam": supermask / rates["dense_adam"]["examples_per_second"],
+            "ratio_vs_dense_sgd": supermask / rates["dense_sgd"]["examples_per_second"],
+            "tracings": {name: measure.trainer.train_tracing_count
+                         for name, measure in measures.items()}}
+
+
+def conv2_against_keras_fit(repeats: int, quick: bool) -> dict:
+    """conv2 on synthetic 32x32x3 images at batch 60: our loop (lottery mask) against
+    `model.fit(jit_compile=True, steps_per_execution=100)` of the stock network."""
+    import bench.references as refs
+    from tf_lth import data as data_lib
+
+    batch = 60
+    iterations = 20 if quick else 60
+    data = data_lib.synthetic((32, 32, 3), num_train=batch * iterations, num_val=60,
+                              num_test=60, seed=0)
+    masked = masked_model("conv2", data.image_shape)
+    fraction = apply_lottery_masks(masked, "conv2", 1)
+    measures = {"keras_fit_xla": refs.keras_fit("conv2", data, batch, batch * iterations),
+                "our_loop_masked": our_loop(masked, data, batch, iterations)}
+    rates = alternate(measures, repeats)
+    return {"batch_size": batch, "iterations": iterations, "lottery_mask_kept": fraction,
+            "rates": rates, "ratio": rates["our_loop_masked"]["examples_per_second"]
+            / rates["keras_fit_xla"]["examples_per_second"]}
+
+
+def evaluation_cost(data, repeats: int, quick: bool) -> dict:
+    """One masked fc round (batch 60) evaluating every 100 iterations on validation and
+    test, against the same round evaluating only at the end; seconds per round."""
+    batch = 60
+    iterations = 200 if quick else data.steps_per_epoch(batch)
+    model = masked_model("fc", data.image_shape)
+    apply_lottery_masks(model, "fc", 1)
+    measures = {"eval_at_end": our_loop(model, data, batch, iterations),
+                "eval_every_100": our_loop(model, data, batch, iterations, eval_every=100)}
+    rates = alternate(measures, repeats)
+    seconds = {name: iterations * batch / entry["examples_per_second"]
+               for name, entry in rates.items()}
+    return {"iterations": iterations, "evaluations": iterations // 100 + 1,
+            "validation_examples": len(data.val_labels), "test_examples": len(data.test_labels),
+            "seconds": seconds, "ratio": seconds["eval_every_100"] / seconds["eval_at_end"]}
 
 
 def matmul_gflops(n: int, m: int, k: int, repeats: int = 5, inner: int = 20) -> float:
@@ -376,13 +373,15 @@ def untrained_sweep(data, source_run: str, run_dir: str, levels=None) -> dict:
 
 
 def eval_seconds(model, data, repeats: int = 5) -> float:
-    """Best seconds of one evaluation of the test set in our Trainer (plain model)."""
-    trainer = make_trainer(model, "sgd")
-    trainer.evaluate(data.test_images, data.test_labels)
+    """Best seconds of one compiled evaluation of the test set in our Trainer."""
+    from trainers.loop import Trainer
+
+    trainer = Trainer(model, "sgd", 0.01, log=lambda message: None)
+    trainer.evaluate(data)
     best = float("inf")
     for _ in range(repeats):
         started = time.perf_counter()
-        trainer.evaluate(data.test_images, data.test_labels)
+        trainer.evaluate(data)
         best = min(best, time.perf_counter() - started)
     return best
 
@@ -463,88 +462,97 @@ def export_figures(data, trained_state: str, out_dir: str, repeats: int) -> dict
 
 
 # ---- the table ---------------------------------------------------------------------------
-def _fmt_ratio(value) -> str:
-    return "-" if value is None else f"{value:.2f}x"
+def _verdict(value, goal, at_most: bool = False) -> str:
+    ok = value <= goal if at_most else value >= goal
+    return f"{'ok' if ok else 'MISSED'} ({'<=' if at_most else '>='} {goal})"
 
 
-def _target(section: dict, name: str, kind: str) -> str:
-    if section["arch"] != "fc" or name not in ("masked", "supermask"):
-        return ""
-    goal = TARGETS["masked_fc_step" if name == "masked" else "supermask_fc_step"]
-    row = section["rows"][name]
-    wall, cpu = row.get(f"{kind}_ratio"), row.get(f"{kind}_cpu_ratio")
-    if wall is None:
-        return ""
-    return (f">= {goal}: wall {'ok' if wall >= goal else 'MISSED'}, "
-            f"CPU {'ok' if cpu >= goal else 'MISSED'}")
-
-
-def throughput_table(results: dict) -> str:
-    lines = ["| network, batch | training | our loop: examples/s | ratio (wall) | ratio (CPU) "
-             "| target | step alone: examples/s | ratio (wall) | ratio (CPU) | target |",
-             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
-    for section in results["throughput"]:
-        tag = f"{section['arch']}, {section['batch_size']}"
-        for name, entry in section["rows"].items():
-            note = ""
-            if name == "supermask":
-                note = f" ({entry['loop_ratio_vs_plain_adam']:.2f} vs Adam)"
-            cells = [tag, entry["label"], f"{entry['loop_examples_per_second']:,.0f}",
-                     f"{entry['loop_ratio']:.2f}{note}", f"{entry['loop_cpu_ratio']:.2f}",
-                     _target(section, name, "loop")]
-            if "step_examples_per_second" in entry:
-                note = ""
-                if name == "supermask":
-                    note = f" ({entry['step_ratio_vs_plain_adam']:.2f} vs Adam)"
-                cells += [f"{entry['step_examples_per_second']:,.0f}",
-                          f"{entry['step_ratio']:.2f}{note}", f"{entry['step_cpu_ratio']:.2f}",
-                          _target(section, name, "step")]
-            else:
-                cells += ["-", "-", "-", ""]
-            lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+REFERENCE_LABELS = {
+    "cli_lottery_round": "tf_lth CLI: lottery round 1 (masked, 80% kept), results.json",
+    "our_loop_masked": "tf_lth Trainer.fit in this process, masked (diagnostic)",
+    "our_loop_plain": "tf_lth Trainer.fit in this process, stock layers (diagnostic)",
+    "keras_fit_xla": "Keras model.fit(jit_compile=True, steps_per_execution=100)",
+    "tf_function_loop": "plain Keras, one tf.function step per batch (tf.data)",
+    "torch_eager_masked": "PyTorch eager, mask re-applied after each step",
+}
 
 
 def table(results: dict) -> str:
     lines = [f"tf_lth benchmark ({results['machine']}; {results['data']}; "
-             f"{results['seconds']:.0f} s; best of interleaved repeats, ratios against the "
-             "plain-Keras reference measured in the same process)", ""]
-    lines.append("Training throughput. Reference (1.00): the plain Keras network (stock "
-                 "Dense/Conv2D) in our loop; the supermask against the plain network with "
-                 "SGD. 'our loop' = Trainer.fit over one epoch of about 20,000 examples (fc) with "
-                 "its data pipeline; 'step alone' = the compiled step on one resident batch. "
-                 "Ratios by wall clock, and by this process's CPU time (robust when other "
-                 "processes share the cores).")
+             f"{results['seconds']:.0f} s). Each figure is the mean of measurements "
+             "alternated in one process; ratios are ours over the reference.", ""]
     load = results.get("load_average")
     if load and max(load) > results.get("cpu_count", 1):
         lines.append(f"WARNING: the machine was busy (load average {load[0]:.1f} at the start, "
-                     f"{load[1]:.1f} at the end, on {results['cpu_count']} cores): wall-clock "
-                     "figures are unreliable; read the CPU-time ratios.")
-    lines.append("")
-    lines.append(throughput_table(results))
-    lines.append("")
-    lines.append("| measurement | value | reference (same process) | ratio | target |")
-    lines.append("| --- | --- | --- | --- | --- |")
+                     f"{load[1]:.1f} at the end, on {results['cpu_count']} cores); the "
+                     "alternation spreads that load, but absolute figures are low.")
+        lines.append("")
+    fc = results["fc"]
+    ours = fc["ours"]
+    lines += [f"fc 784-300-100-10, batch {fc['batch_size']}, Adam, "
+              f"{fc['examples_per_measurement']:,} examples per measurement",
+              "", "| training | examples/s (mean) | samples | ours / this | target |",
+              "| --- | --- | --- | --- | --- |"]
+    goals = {"keras_fit_xla": TARGETS["cli_vs_keras_fit_xla"],
+             "torch_eager_masked": TARGETS["cli_vs_torch_eager_masked"]}
+    for name, entry in fc["rates"].items():
+        ratio = fc["ratios_of_ours"][name]
+        target = _verdict(ratio, goals[name]) if name in goals and ours == "cli_lottery_round" \
+            else ""
+        lines.append(f"| {REFERENCE_LABELS[name]} | {entry['examples_per_second']:,.0f} | "
+                     f"{', '.join(f'{x:,.0f}' for x in entry['samples'])} | "
+                     f"{'(ours)' if name == ours else f'{ratio:.2f}x'} | {target} |")
+    for name, why in fc["skipped"].items():
+        lines.append(f"| {REFERENCE_LABELS[name]} | skipped: {why} | | | |")
+    lines += ["", f"Diagnostic (the old bench's ratio): masked / stock layers in our loop = "
+              f"{fc['diagnostic_masked_vs_plain_our_loop']:.2f}", ""]
+    lines += ["| measurement | value | reference (same process) | ratio | target |",
+              "| --- | --- | --- | --- | --- |"]
 
     def row(what, value, reference, ratio, target=""):
         lines.append(f"| {what} | {value} | {reference} | {ratio} | {target} |")
 
     flops = results["flops"]
-    peak = f"{flops['matmul_n']}^3 matmul, {flops['matmul_gflops']:.1f} GFLOP/s"
-    for key, entry in flops["fc"].items():
-        row(f"fc FLOP utilisation, {key.replace('_', ' ')}", f"{entry['gflops']:.1f} GFLOP/s",
-            peak, f"{100 * entry['utilisation']:.1f}%")
+    row(f"fc step FLOP utilisation ({REFERENCE_LABELS[ours]})",
+        f"{flops['fc_gflops']:.1f} GFLOP/s",
+        f"{flops['matmul_n']}^3 matmul, {flops['matmul_gflops']:.1f} GFLOP/s",
+        f"{100 * flops['utilisation']:.1f}%",
+        _verdict(flops["utilisation"], TARGETS["fc_flop_utilisation"]))
     row("fc-shaped matmul alone (60x784 @ 784x300)", f"{flops['fc_matmul_b60_gflops']:.1f} GFLOP/s",
-        peak, f"{100 * flops['fc_matmul_b60_gflops'] / flops['matmul_gflops']:.1f}%")
+        "the same matmul", f"{100 * flops['fc_matmul_b60_gflops'] / flops['matmul_gflops']:.1f}%")
+    sm = results["supermask"]
+    dense = sm["rates"]["dense_adam"]["examples_per_second"]
+    row(f"learned supermask round, fc b{sm['batch_size']} (SGD)",
+        f"{sm['rates']['supermask_sgd']['examples_per_second']:,.0f} ex/s",
+        f"dense round, our loop: Adam {dense:,.0f} / SGD "
+        f"{sm['rates']['dense_sgd']['examples_per_second']:,.0f} ex/s",
+        f"{sm['ratio_vs_dense_adam']:.2f}x / {sm['ratio_vs_dense_sgd']:.2f}x",
+        _verdict(min(sm["ratio_vs_dense_adam"], sm["ratio_vs_dense_sgd"]),
+                 TARGETS["supermask_vs_dense"]))
+    conv = results["conv2"]
+    row(f"conv2 b{conv['batch_size']}, synthetic 32x32x3, our loop (masked)",
+        f"{conv['rates']['our_loop_masked']['examples_per_second']:,.0f} ex/s",
+        f"{REFERENCE_LABELS['keras_fit_xla']}, stock conv2: "
+        f"{conv['rates']['keras_fit_xla']['examples_per_second']:,.0f} ex/s",
+        f"{conv['ratio']:.2f}x", _verdict(conv["ratio"], TARGETS["conv2_vs_keras_fit_xla"]))
+    ev = results["evaluation"]
+    row(f"fc round, {ev['iterations']} iterations, --eval_every=100 ({ev['evaluations']} "
+        f"evaluations of {ev['validation_examples']:,} + {ev['test_examples']:,} examples)",
+        f"{ev['seconds']['eval_every_100']:.2f} s",
+        f"evaluation only at the end: {ev['seconds']['eval_at_end']:.2f} s",
+        f"{ev['ratio']:.2f}x time", _verdict(ev["ratio"], TARGETS["eval_every_100_max_ratio"],
+                                             at_most=True))
     over = results["between_rounds"]
     row("lottery, between rounds (end of training to start of the next round's)",
-        f"{over['seconds']:.2f} s", f"one epoch, plain fc b60, our loop ({over['epoch_seconds']:.2f} s)",
+        f"{over['seconds']:.2f} s", f"one epoch of the CLI round ({over['epoch_seconds']:.2f} s)",
         f"{over['ratio']:.3f} epochs")
     sweep = results["untrained_sweep"]
     row(f"untrained supermask sweep: {sweep['criteria']} criteria x {sweep['levels']} levels x "
         f"{sweep['treatments']} treatments = {sweep['evaluations']} evaluations ({sweep['data']})",
-        f"{sweep['seconds']:.1f} s", f"evaluation-only floor, plain Keras ({sweep['floor_seconds']:.1f} s)",
-        f"{sweep['ratio']:.2f}x speed")
+        f"{sweep['seconds']:.1f} s", f"evaluation-only floor ({sweep['floor_seconds']:.1f} s)",
+        f"{sweep['seconds'] / sweep['floor_seconds']:.2f}x the floor",
+        _verdict(sweep["seconds"], TARGETS["sweep_max_seconds"], at_most=True)
+        if sweep["levels"] == 25 else "")
     export = results["export"]
     ref = export["reference"]
     row("export reference: dense fc, float LiteRT file",
@@ -565,7 +573,7 @@ def table(results: dict) -> str:
         speedup = entry["speedup_vs_dense"]
         goal = TARGETS["block_1x4_speedup"]
         if key == "1x4":
-            target = f"{'ok' if speedup >= goal else 'MISSED'} (>= {goal})"
+            target = _verdict(speedup, goal)
         else:
             target = f"{'ok' if speedup < goal else 'MISSED'} (not >= {goal})"
         row(f"LiteRT, 1 thread: fc ticket {key} blocks, {100 * entry['weights_remaining']:.1f}% "
@@ -576,6 +584,10 @@ def table(results: dict) -> str:
     return "\n".join(lines)
 
 
+def _fmt_ratio(value) -> str:
+    return "-" if value is None else f"{value:.2f}x"
+
+
 # ---- main --------------------------------------------------------------------------------
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__,
@@ -584,9 +596,14 @@ def main(argv=None) -> int:
     parser.add_argument("--quick", action="store_true",
                         help="shorter measurements (a smoke run of the benchmark)")
     parser.add_argument("--repeats", type=int, default=None,
-                        help="interleaved repeats per loop measurement (default 6, quick 2)")
+                        help="alternated repeats per measurement (default 3, quick 1)")
+    parser.add_argument("--only", default="",
+                        help="comma-separated sections to run: fc, supermask, conv2, "
+                             "evaluation, rounds, sweep, export (default: all)")
     arguments = parser.parse_args(argv)
-    repeats = arguments.repeats or (2 if arguments.quick else 6)
+    repeats = arguments.repeats or (1 if arguments.quick else 3)
+    sections = set(filter(None, arguments.only.split(","))) or {
+        "fc", "supermask", "conv2", "evaluation", "rounds", "sweep", "export"}
 
     import absl.logging
     import keras
@@ -597,109 +614,104 @@ def main(argv=None) -> int:
     started = time.perf_counter()
     load_start = os.getloadavg()[0]
     data, data_note = load_mnist()
+    data_dir = os.environ.get("TFDS_DATA_DIR") if data_note.startswith("real") else None
     log(f"data: {data_note}")
-    steps_b60 = data.steps_per_epoch(60)
     results = {
         "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores, TensorFlow "
                    f"{tf.__version__}, Keras {keras.__version__}, "
                    f"{'GPU' if tf.config.list_physical_devices('GPU') else 'no GPU'}",
         "data": data_note,
         "repeats": repeats,
-        "method": "best of interleaved repeats; ratios against the plain-Keras reference "
-                  "measured in the same process",
+        "method": "measurements alternated in one process; mean examples/s of each",
     }
+    previous = {}
+    if os.path.exists(arguments.out):  # sections not run this time keep their last figures
+        with open(arguments.out, encoding="utf-8") as stream:
+            previous = json.load(stream)
 
-    # 1. throughput
-    throughput = []
-    for batch in (60, 250):
-        # about 18,000-20,000 examples per timed epoch (full MNIST epochs: 55,000)
-        iterations = (6000 if arguments.quick else 20000) // batch
-        log(f"fc throughput, batch {batch}: {iterations} iterations x {repeats} repeats")
-        throughput.append(step_throughput("fc", data, batch, iterations, repeats,
-                                          step_slices=6 if arguments.quick else 15))
-    from tf_lth import data as data_lib
-
-    conv_batch = 16
-    conv_data = data_lib.synthetic((32, 32, 3), num_train=conv_batch * 40, num_val=32,
-                                   num_test=32, seed=0)
-    conv_iterations = 8 if arguments.quick else 20
-    conv_repeats = min(repeats, 3)
-    log(f"conv2 throughput, batch {conv_batch} (synthetic 32x32x3): {conv_iterations} "
-        f"iterations x {conv_repeats} repeats")
-    throughput.append(step_throughput("conv2", conv_data, conv_batch, conv_iterations,
-                                      conv_repeats, step_slices=conv_repeats + 1,
-                                      slice_steps=5))
-    results["throughput"] = throughput
-
-    # 2. FLOP utilisation
-    log("matmul GFLOP/s")
-    n = 1024
-    peak = matmul_gflops(n, n, n)
-    fc_matmul = matmul_gflops(60, 300, 784, inner=200)
-    fc_flops = {}
-    for section in throughput[:2]:
-        batch = section["batch_size"]
-        for name in ("plain", "masked"):
-            for kind in ("loop", "step"):
-                eps = section["rows"][name][f"{kind}_examples_per_second"]
-                gflops = eps * FC_TRAIN_FLOPS / 1e9
-                fc_flops[f"{name} b{batch} {'our loop' if kind == 'loop' else 'step alone'}"] = {
-                    "gflops": gflops, "utilisation": gflops / peak}
-    results["flops"] = {"matmul_n": n, "matmul_gflops": peak, "fc_matmul_b60_gflops": fc_matmul,
-                        "fc_train_flops_per_example": FC_TRAIN_FLOPS, "fc": fc_flops}
+    if "fc" in sections:
+        log(f"fc, batch 60: CLI and our loop against model.fit (XLA), a tf.function loop "
+            f"and PyTorch eager, {repeats} alternated repeats")
+        results["fc"] = fc_against_references(data, data_dir, repeats, arguments.quick)
+        log("matmul GFLOP/s")
+        n = 1024
+        peak = matmul_gflops(n, n, n)
+        ours = results["fc"]["rates"][results["fc"]["ours"]]["examples_per_second"]
+        results["flops"] = {
+            "matmul_n": n, "matmul_gflops": peak,
+            "fc_matmul_b60_gflops": matmul_gflops(60, 300, 784, inner=200),
+            "fc_train_flops_per_example": FC_TRAIN_FLOPS,
+            "fc_gflops": ours * FC_TRAIN_FLOPS / 1e9,
+            "utilisation": ours * FC_TRAIN_FLOPS / 1e9 / peak}
+    if "supermask" in sections:
+        log("learned supermask against dense, batch 250, our loop")
+        results["supermask"] = supermask_against_dense(data, repeats, arguments.quick)
+    if "conv2" in sections:
+        log("conv2, batch 60, synthetic 32x32x3: our loop against model.fit (XLA)")
+        results["conv2"] = conv2_against_keras_fit(repeats, arguments.quick)
+    if "evaluation" in sections:
+        log("evaluation every 100 iterations against evaluation at the end")
+        results["evaluation"] = evaluation_cost(data, repeats, arguments.quick)
 
     with tempfile.TemporaryDirectory(prefix="tf_lth-bench-") as folder:
-        # 3. between rounds
-        iterations = 100 if arguments.quick else 300
-        log(f"between lottery rounds (fc, {iterations} iterations per round, 3 rounds)")
-        over = between_rounds(data, iterations, os.path.join(folder, "lottery"))
-        epoch_seconds = steps_b60 * 60 / throughput[0]["rows"]["plain"]["loop_examples_per_second"]
-        results["between_rounds"] = {
-            "seconds": over["seconds"], "gaps_seconds": over["gaps_seconds"],
-            "epoch_seconds": epoch_seconds, "ratio": over["seconds"] / epoch_seconds,
-            "what": "from the return of Trainer.fit of round r to the call of Trainer.fit of "
-                    "round r+1: round files, results.json, masks, actions, optimizer reset",
-        }
-        source = over["run_dir"]
+        source = None
+        if sections & {"rounds", "sweep", "export"}:
+            iterations = 100 if arguments.quick else 300
+            log(f"between lottery rounds (fc, {iterations} iterations per round, 3 rounds)")
+            over = between_rounds(data, iterations, os.path.join(folder, "lottery"))
+            fc = results.get("fc") or previous.get("fc")
+            rate = fc["rates"][fc["ours"]]["examples_per_second"] if fc else 50000.0
+            epoch_seconds = data.steps_per_epoch(60) * 60 / rate
+            results["between_rounds"] = {
+                "seconds": over["seconds"], "gaps_seconds": over["gaps_seconds"],
+                "epoch_seconds": epoch_seconds, "ratio": over["seconds"] / epoch_seconds,
+                "what": "from the return of Trainer.fit of round r to the call of Trainer.fit "
+                        "of round r+1: round files, results.json, masks, actions, optimizer "
+                        "reset",
+            }
+            source = over["run_dir"]
+        if "sweep" in sections:
+            levels = list(range(0, 25, 6)) if arguments.quick else list(range(25))
+            log(f"untrained supermask sweep ({len(levels)} levels)")
+            sweep = untrained_sweep(data, source, os.path.join(folder, "sweep"), levels)
+            one_eval = eval_seconds(masked_model("fc", data.image_shape), data)
+            best_lfss = max((r for r in sweep["records"]
+                             if r["criterion"] == "large_final_same_sign"),
+                            key=lambda r: r["test_accuracy"])
+            results["untrained_sweep"] = {
+                "seconds": sweep["seconds"], "evaluations": sweep["evaluations"],
+                "criteria": sweep["criteria"], "levels": sweep["levels"],
+                "treatments": sweep["treatments"], "data": data_note.split(" (")[0],
+                "one_evaluation_seconds": one_eval,
+                "floor_seconds": one_eval * sweep["evaluations"],
+                "note": f"source: dense fc trained {iterations} iterations; best "
+                        f"large_final_same_sign: {100 * best_lfss['test_accuracy']:.1f}% "
+                        f"({best_lfss['weight_treatment']}, level {best_lfss['prune_level']})",
+            }
+        if "export" in sections:
+            log("export sizes and LiteRT latency; 1x1 vs 1x4 tickets")
+            from tf_lth import run_files
 
-        # 4. untrained sweep
-        levels = list(range(0, 25, 6)) if arguments.quick else list(range(25))
-        log(f"untrained supermask sweep ({len(levels)} levels)")
-        sweep = untrained_sweep(data, source, os.path.join(folder, "sweep"), levels)
-        one_eval = eval_seconds(plain_twin(masked_model("fc", data.image_shape)), data)
-        floor = one_eval * sweep["evaluations"]
-        best_lfss = max((r for r in sweep["records"]
-                         if r["criterion"] == "large_final_same_sign"),
-                        key=lambda r: r["test_accuracy"])
-        results["untrained_sweep"] = {
-            "seconds": sweep["seconds"], "evaluations": sweep["evaluations"],
-            "criteria": sweep["criteria"], "levels": sweep["levels"],
-            "treatments": sweep["treatments"], "data": data_note.split(" (")[0],
-            "one_evaluation_seconds": one_eval, "floor_seconds": floor,
-            "ratio": floor / sweep["seconds"],
-            "note": f"source: dense fc trained {iterations} iterations; best "
-                    f"large_final_same_sign: {100 * best_lfss['test_accuracy']:.1f}% "
-                    f"({best_lfss['weight_treatment']}, level {best_lfss['prune_level']})",
-        }
+            round0 = run_files.round_dir(source, 0)
+            results["export"] = export_figures(data, os.path.join(round0, "final.npz"),
+                                               folder, repeats)
 
-        # 5. export
-        log("export sizes and LiteRT latency; 1x1 vs 1x4 tickets")
-        from tf_lth import run_files
-
-        round0 = run_files.round_dir(source, 0)
-        results["export"] = export_figures(data, os.path.join(round0, "final.npz"), folder,
-                                           repeats)
-
+    for key in ("fc", "flops", "supermask", "conv2", "evaluation", "between_rounds",
+                "untrained_sweep", "export"):
+        if key not in results and key in previous:
+            results[key] = previous[key]
+            results.setdefault("kept_from_previous_run", []).append(key)
     results["seconds"] = time.perf_counter() - started
     results["cpu_count"] = os.cpu_count()
     results["load_average"] = [load_start, os.getloadavg()[0]]
-    text = table(results)
+    missing = [key for key in ("fc", "flops", "supermask", "conv2", "evaluation",
+                               "between_rounds", "untrained_sweep", "export")
+               if key not in results]
+    text = table(results) if not missing else f"(no table: sections never run: {missing})"
     results["table"] = text
-    os.makedirs(os.path.dirname(os.path.abspath(arguments.out)), exist_ok=True)
-    temporary = arguments.out + ".tmp"
-    with open(temporary, "w", encoding="utf-8") as stream:
-        json.dump(results, stream, indent=2, default=_json_default)
-    os.replace(temporary, arguments.out)
+    from tf_lth import run_files
+
+    run_files.write_json(arguments.out, results)
     print()
     print(text)
     print(f"\nwritten: {arguments.out}")

@@ -35,10 +35,23 @@ def test_epoch_order_is_a_function_of_seed_and_epoch():
 def test_train_batches_resume_mid_epoch_equals_uninterrupted_stream():
     data = data_lib.synthetic((4, 4, 1), num_train=50)
     full = data.train_batches(10, seed=3)
-    stream = [next(full)[1].numpy() for _ in range(12)]  # 5 steps per epoch
+    stream = [np.asarray(next(full)[1]) for _ in range(12)]  # 5 steps per epoch
     resumed = data.train_batches(10, seed=3, start_iteration=7)
     for expected in stream[7:]:
-        np.testing.assert_array_equal(next(resumed)[1].numpy(), expected)
+        np.testing.assert_array_equal(np.asarray(next(resumed)[1]), expected)
+
+
+def test_batch_indices_follow_each_epochs_permutation_and_pad_to_a_fixed_shape():
+    data = data_lib.synthetic((4, 4, 1), num_train=53)  # 5 steps of 10, 3 examples dropped
+    order = data.batch_order(10, seed=3)
+    rows = order.indices(3, 4, pad_to=6)  # iterations 3, 4 (epoch 0) and 5, 6 (epoch 1)
+    assert rows.shape == (6, 10) and rows.dtype == np.int32
+    epoch0, epoch1 = data.epoch_order(3, 0), data.epoch_order(3, 1)
+    np.testing.assert_array_equal(rows[0], epoch0[30:40])
+    np.testing.assert_array_equal(rows[1], epoch0[40:50])
+    np.testing.assert_array_equal(rows[2], epoch1[0:10])
+    np.testing.assert_array_equal(rows[3], epoch1[10:20])
+    assert not rows[4:].any()
 
 
 def test_missing_dataset_offline_names_the_flag(tmp_path):

@@ -7,7 +7,10 @@ Tolerance: a replica computes its half of the batch and the gradients are summed
 replicas, so results differ from one device only by float32 summation order. Losses must
 agree to 1e-4 (relative, plus 1e-6 absolute) and masks must be identical; a learned
 supermask's expected mask (sigmoid(logit) > 0.5) may flip only for logits within rounding
-of 0, so at least 99.9% of its entries must agree.
+of 0, so at least 99.9% of its entries must agree. Under MirroredStrategy training runs
+the plain graph (no XLA); XLA draws other Bernoulli samples from the same seeds, so the
+supermask's one-device run also uses --jit_compile=off (the lottery's uses XLA: it draws
+nothing, and its losses must still agree).
 """
 
 import json
@@ -35,7 +38,8 @@ MIRRORED_SCRIPT = textwrap.dedent("""
     experiment, out = sys.argv[1], sys.argv[2]
     replicas = {}
     for strategy in ("default", "mirrored"):
-        extra = dict(rounds=1) if experiment == "lottery" else dict(eval_samples=2)
+        extra = dict(rounds=1) if experiment == "lottery" else dict(eval_samples=2,
+                                                                    jit_compile="off")
         config = config_lib.make(
             experiment=experiment, dataset="synthetic_mnist", iterations=int(sys.argv[3]),
             eval_every=4, strategy=strategy, deterministic=True, progress=False,

@@ -6,7 +6,7 @@ import pytest
 from tf_lth import data as data_lib
 from tf_lth import models
 from tf_lth.layers import masked_layers
-from trainers.loop import Trainer, due
+from trainers.loop import Schedule, Trainer, due
 
 
 @pytest.fixture(scope="module")
@@ -21,7 +21,7 @@ def test_due_fires_at_multiples_and_at_the_end():
 def test_step_is_traced_once_across_mask_and_learning_rate_changes(tiny_data):
     model = models.build("fc", (28, 28, 1), 10, seed=0)
     trainer = Trainer(model, "adam", 1e-3)
-    trainer.fit(tiny_data, 5, 20, seed=0, eval_every=5, progress=False)
+    trainer.fit(tiny_data, Schedule(5, 20, seed=0, eval_every=5, progress=False))
     traced = trainer.train_tracing_count
     assert traced == 1
     rng = np.random.default_rng(0)
@@ -31,14 +31,14 @@ def test_step_is_traced_once_across_mask_and_learning_rate_changes(tiny_data):
                               .astype(np.float32))
         trainer.set_learning_rate(1e-3 / (round_index + 1))
         trainer.reset_optimizer()
-        trainer.fit(tiny_data, 5, 20, seed=round_index, eval_every=5, progress=False)
+        trainer.fit(tiny_data, Schedule(5, 20, seed=round_index, eval_every=5, progress=False))
     assert trainer.train_tracing_count == traced
 
 
 def test_reset_optimizer_zeroes_state_but_keeps_learning_rate(tiny_data):
     model = models.build("fc", (28, 28, 1), 10, seed=0)
     trainer = Trainer(model, "adam", 2e-3)
-    trainer.fit(tiny_data, 3, 20, seed=0, eval_every=3, progress=False)
+    trainer.fit(tiny_data, Schedule(3, 20, seed=0, eval_every=3, progress=False))
     assert int(trainer.optimizer.iterations) == 3
     trainer.reset_optimizer()
     assert int(trainer.optimizer.iterations) == 0
@@ -53,7 +53,7 @@ def test_pruned_weights_do_not_move_during_training(tiny_data):
     mask = (np.random.default_rng(1).uniform(size=layer.mask.shape) > 0.5).astype(np.float32)
     layer.mask.assign(mask)
     before = np.array(layer._kernel)
-    Trainer(model, "adam", 1e-2).fit(tiny_data, 10, 20, seed=0, eval_every=10, progress=False)
+    Trainer(model, "adam", 1e-2).fit(tiny_data, Schedule(10, 20, seed=0, eval_every=10, progress=False))
     after = np.array(layer._kernel)
     assert np.array_equal(after[mask == 0], before[mask == 0])
     assert np.mean(after[mask == 1] != before[mask == 1]) > 0.5
@@ -61,8 +61,7 @@ def test_pruned_weights_do_not_move_during_training(tiny_data):
 
 def test_fit_learns_and_reports_best_by_validation_loss(tiny_data):
     model = models.build("fc", (28, 28, 1), 10, seed=0)
-    metrics = Trainer(model, "adam", 1e-3).fit(tiny_data, 60, 20, seed=0, eval_every=20,
-                                               progress=False)
+    metrics = Trainer(model, "adam", 1e-3).fit(tiny_data, Schedule(60, 20, seed=0, eval_every=20, progress=False))
     history = metrics["history"]
     assert [record["iteration"] for record in history] == [0, 20, 40, 60]
     best = min(history, key=lambda record: record["val_loss"])

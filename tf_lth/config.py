@@ -19,6 +19,7 @@ MASK_SAMPLINGS = ("bernoulli", "round")
 SUPERMASK_EXPORTS = ("expected", "sample")
 MASK_BLOCKS = ("1x1", "1x4")
 PRUNE_SCOPES = ("layer", "global")
+JIT_MODES = ("auto", "on", "off")
 SYNTHETIC_DATASETS = ("synthetic", "synthetic_mnist")  # built in; other names are tfds'
 
 # SPEC.md sections 2 and 3: optimizer, learning rate, batch, epochs per round, prune rates.
@@ -79,6 +80,7 @@ class Config:
     strategy: str = "default"
     export: tuple = ()
     checkpoint_every: int = 0
+    jit_compile: str = "auto"
     download: bool = True
     progress: bool = True
 
@@ -188,6 +190,7 @@ def make(**values) -> Config:
     _choice("supermask_export", config.supermask_export, SUPERMASK_EXPORTS)
     _choice("mask_block", config.mask_block, MASK_BLOCKS)
     _choice("prune_scope", config.prune_scope, PRUNE_SCOPES)
+    _choice("jit_compile", config.jit_compile, JIT_MODES)
     _choice("mask_one_action", config.mask_one_action, actions.MASK_ONE_ACTIONS)
     _choice("mask_zero_action", config.mask_zero_action, actions.MASK_ZERO_ACTIONS)
     if not config.criteria:

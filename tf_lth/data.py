@@ -45,40 +45,53 @@ class Data:
         """The permutation of training examples for `epoch`, a function of (seed, epoch)."""
         return np.random.default_rng([seed, epoch]).permutation(len(self.train_images))
 
-    def train_batches(self, batch_size: int, seed: int, start_iteration: int = 0):
-        """Yields (images, labels) tf tensors forever, starting at `start_iteration`."""
-        import tensorflow as tf
+    def batch_order(self, batch_size: int, seed: int) -> "BatchOrder":
+        """Training-example indices of every iteration: batch i of epoch e is
+        `epoch_order(seed, e)[i * batch_size:(i + 1) * batch_size]`, the remainder dropped."""
+        return BatchOrder(self, batch_size, seed)
 
-        steps = self.steps_per_epoch(batch_size)
-        if steps == 0:
+    def train_batches(self, batch_size: int, seed: int, start_iteration: int = 0):
+        """Yields (images, labels) NumPy batches forever, starting at `start_iteration`."""
+        order = self.batch_order(batch_size, seed)
+        iteration = start_iteration
+        while True:
+            indices = order.indices(iteration, 1)[0]
+            yield self.train_images[indices], self.train_labels[indices]
+            iteration += 1
+
+
+class BatchOrder:
+    """Indices of the examples of each training iteration, one epoch permutation cached."""
+
+    def __init__(self, data: Data, batch_size: int, seed: int):
+        self.steps = data.steps_per_epoch(batch_size)
+        if self.steps == 0:
             raise DataError(
-                f"--batch_size={batch_size} is larger than the {len(self.train_images)} "
+                f"--batch_size={batch_size} is larger than the {len(data.train_images)} "
                 "training examples; allowed: 1 to the training set size."
             )
-        epoch, position = divmod(start_iteration, steps)
+        self.data, self.batch_size, self.seed = data, batch_size, seed
+        self._epoch, self._order = -1, None
 
-        def epoch_dataset(epoch_index, skip_batches):
-            order = self.epoch_order(seed, epoch_index)[: steps * batch_size]
-            order = order[skip_batches * batch_size :]
-            dataset = tf.data.Dataset.from_tensor_slices(
-                (self.train_images[order], self.train_labels[order])
-            )
-            return dataset.batch(batch_size, drop_remainder=True).prefetch(2)
+    def _epoch_batches(self, epoch: int) -> np.ndarray:
+        if epoch != self._epoch:
+            order = self.data.epoch_order(self.seed, epoch)[: self.steps * self.batch_size]
+            self._epoch, self._order = epoch, order.reshape(self.steps, self.batch_size)
+        return self._order
 
-        while True:
-            for batch in epoch_dataset(epoch, position):
-                yield batch
-            epoch, position = epoch + 1, 0
-
-    def eval_batches(self, split: str, batch_size: int = 2500):
-        """Yields (images, labels) numpy batches of the validation or test split."""
-        images, labels = (
-            (self.val_images, self.val_labels)
-            if split == "validation"
-            else (self.test_images, self.test_labels)
-        )
-        for start in range(0, len(images), batch_size):
-            yield images[start : start + batch_size], labels[start : start + batch_size]
+    def indices(self, start_iteration: int, count: int, pad_to: int | None = None) -> np.ndarray:
+        """int32 array (count, batch_size) for iterations [start, start + count), zero rows
+        appended up to `pad_to` rows (a fixed shape for a compiled call)."""
+        rows = []
+        iteration, end = start_iteration, start_iteration + count
+        while iteration < end:
+            epoch, position = divmod(iteration, self.steps)
+            take = min(end - iteration, self.steps - position)
+            rows.append(self._epoch_batches(epoch)[position:position + take])
+            iteration += take
+        if pad_to is not None and pad_to > count:
+            rows.append(np.zeros((pad_to - count, self.batch_size), np.int64))
+        return np.concatenate(rows).astype(np.int32)
 
 
 def _to_float(images: np.ndarray) -> np.ndarray:

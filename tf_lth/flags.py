@@ -82,6 +82,8 @@ def define_flags() -> None:
             "tflite_sparse, tflite_int8, tflite_sparse_int8.")
     _define("integer", "checkpoint_every", 0, "Iterations between in-round checkpoints "
             "(0: none).")
+    _define("string", "jit_compile", "auto", "XLA for the training and evaluation calls: auto "
+            "(XLA, else the plain graph, said once in the log), on or off.")
     _define("boolean", "download", True, "Let tfds download a missing dataset.")
     _define("boolean", "progress", True, "Show a progress bar on a terminal.")
 

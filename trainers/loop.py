@@ -1,25 +1,30 @@
-"""The one training loop every experiment shares (DESIGN.md, "Performance rules").
+"""The one training loop every experiment shares (docs/architecture.md, "The training loop").
 
-Experiment layer of tf_lth. `Trainer` compiles one `tf.function` train step and one
-evaluation step per experiment; masks, frozen values and the learning rate are variables,
-so rounds never retrace. The Python driver (`Trainer.fit`) decides when to evaluate,
-checkpoint and report progress; values reach the host only at those points.
+Experiment layer of tf_lth. `Trainer` compiles one training call that runs up to
+`steps_per_call` steps, each gathering its batch by index from training data held as
+tensors, and one evaluation call that scores a whole split. Masks, frozen values and the
+learning rate are variables, so rounds never retrace. `Trainer.fit` runs calls whose
+boundaries land exactly on every evaluation, checkpoint, rewind snapshot and round end;
+values reach the host only there.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
-import os
-import sys
-import tempfile
 import time
 
 import keras
 import numpy as np
 import tensorflow as tf
 
-from tf_lth import run_files
+from tf_lth import preemption, run_files
+from tf_lth.config import JIT_MODES
 from tf_lth.layers import masked_layers
+
+STEPS_PER_CALL = 100     # most training steps in one compiled call
+CALL_SECONDS = 0.5       # calls are shortened to about this long (signals, progress)
+EVAL_CHUNK_VALUES = 4_000_000  # image values per evaluation chunk (memory bound)
 
 
 class NonFiniteLossError(RuntimeError):
@@ -59,38 +64,110 @@ def set_model_state(model, state: dict, source: str = "state") -> None:
         variable.assign(value)
 
 
-class Progress:
-    """A one-line progress bar on a terminal; silent when output is not a TTY."""
+@dataclasses.dataclass(frozen=True)
+class Schedule:
+    """What one round trains: its length, batches, and where the loop must stop a call."""
 
-    def __init__(self, enabled: bool, label: str, total: int):
-        self.enabled = enabled and sys.stderr.isatty()
-        self.label, self.total, self.last = label, total, 0.0
+    iterations: int
+    batch_size: int
+    seed: int
+    eval_every: int = 0
+    checkpoint_every: int = 0
+    snapshot_at: tuple = ()
+    round_index: int = 0
+    label: str = "train"
+    progress: bool = True
 
-    def update(self, iteration: int, text: str = "") -> None:
-        if not self.enabled:
-            return
-        now = time.time()
-        if now - self.last < 0.2 and iteration != self.total:
-            return
-        self.last = now
-        width = 30
-        filled = int(width * iteration / max(self.total, 1))
-        sys.stderr.write(
-            f"\r{self.label} [{'#' * filled}{'.' * (width - filled)}] "
-            f"{iteration}/{self.total} {text}   "
-        )
-        if iteration == self.total:
-            sys.stderr.write("\n")
-        sys.stderr.flush()
+    def next_boundary(self, iteration: int) -> int:
+        """The first iteration after `iteration` at which a call must end."""
+        candidates = [self.iterations]
+        for every in (self.eval_every, self.checkpoint_every):
+            if every > 0:
+                candidates.append((iteration // every + 1) * every)
+        candidates += [at for at in self.snapshot_at if at > iteration]
+        return min(candidates)
+
+    def checkpoint_due(self, iteration: int) -> bool:
+        return (self.checkpoint_every > 0 and iteration % self.checkpoint_every == 0
+                and iteration < self.iterations)
+
+
+class RoundHooks:
+    """What a round does at the loop's boundaries; the defaults do nothing."""
+
+    def evaluated(self, record: dict) -> None:
+        """An evaluation record (iteration, losses, accuracies) was added to the history."""
+
+    def save_checkpoint(self, iteration: int, history: list) -> None:
+        """Write an in-round checkpoint at `iteration` (also called before a signal exit)."""
+
+    def snapshot(self, iteration: int) -> None:
+        """The weights at `iteration`, one of `Schedule.snapshot_at`, are wanted."""
+
+
+class _DeviceData:
+    """A dataset's arrays as tensors: training images and labels for gathering, and each
+    evaluation set cut into equal chunks (padding scored into a discarded segment)."""
+
+    def __init__(self, data, strategy):
+        self.data = data
+        with strategy.scope():
+            self.train_images = tf.constant(data.train_images)
+            self.train_labels = tf.constant(data.train_labels)
+        pixels = int(np.prod(data.image_shape)) or 1
+        self.chunk = int(min(5000, max(100, EVAL_CHUNK_VALUES // pixels)))
+        self._sets = {}
+
+    def eval_set(self, splits: tuple):
+        """(images [chunks, chunk, ...], labels [chunks, chunk], segments) for `splits`."""
+        if splits not in self._sets:
+            arrays = {"validation": (self.data.val_images, self.data.val_labels),
+                      "test": (self.data.test_images, self.data.test_labels)}
+            images = np.concatenate([arrays[split][0] for split in splits])
+            labels = np.concatenate([arrays[split][1] for split in splits])
+            segments = np.concatenate([np.full(len(arrays[split][1]), index, np.int32)
+                                       for index, split in enumerate(splits)])
+            size = len(labels)
+            chunks = max(1, -(-size // self.chunk))
+            pad = chunks * self.chunk - size
+            images = np.concatenate([images, np.zeros((pad,) + images.shape[1:], np.float32)])
+            labels = np.concatenate([labels, np.zeros(pad, np.int32)])
+            segments = np.concatenate([segments, np.full(pad, len(splits), np.int32)])
+            shape = (chunks, self.chunk)
+            self._sets[splits] = (
+                tf.constant(images.reshape(shape + images.shape[1:])),
+                tf.constant(labels.reshape(shape)),
+                tf.constant(segments.reshape(shape)),
+                [len(arrays[split][1]) for split in splits],
+            )
+        return self._sets[splits]
 
 
 class Trainer:
-    """Owns a model, its optimizer and the compiled train and evaluation steps."""
+    """Owns a model, its optimizer and the compiled training and evaluation calls.
+
+    `jit_compile`: "auto" compiles with XLA and falls back to the plain graph, once and
+    saying so through `log`, when XLA refuses an op; "on" requires XLA; "off" never uses
+    it. With more than one replica (MirroredStrategy, multi-worker), "auto" runs the plain
+    graph: the optimizer's cross-replica update cannot live inside an XLA cluster.
+    """
 
     def __init__(self, model, optimizer_name="adam", learning_rate=1e-3, momentum=0.9,
-                 strategy=None):
+                 strategy=None, jit_compile="auto", steps_per_call=STEPS_PER_CALL, log=print):
+        if jit_compile not in JIT_MODES:
+            raise ValueError(f"jit_compile must be one of {', '.join(JIT_MODES)}. "
+                             f"Received: {jit_compile!r}")
         self.model = model
         self.strategy = strategy or tf.distribute.get_strategy()
+        self.replicas = self.strategy.num_replicas_in_sync
+        self.steps_per_call = int(steps_per_call)
+        self.log = log
+        if jit_compile == "on" and self.replicas > 1:
+            raise ValueError(
+                f"--jit_compile=on is not supported with {self.replicas} replicas; allowed "
+                "there: auto or off (the plain graph).")
+        self.jit = jit_compile == "on" or (jit_compile == "auto" and self.replicas == 1)
+        self.jit_mode = jit_compile
         with self.strategy.scope():
             self.optimizer = make_optimizer(optimizer_name, learning_rate, momentum)
             self.optimizer.build(model.trainable_variables)
@@ -98,8 +175,13 @@ class Trainer:
             self.loss_count = tf.Variable(0.0, trainable=False, name="train_loss_count")
             # 1-based step (counted like loss_count) of the first non-finite loss; 0: none
             self.first_nonfinite = tf.Variable(0.0, trainable=False, name="first_nonfinite")
-        self._train_step = tf.function(self._distributed_train_step, reduce_retracing=True)
-        self._eval_step = tf.function(self._eval_batch, reduce_retracing=True)
+        self._device = None
+        self._compile(self.jit)
+
+    def _compile(self, jit: bool) -> None:
+        self.jit = jit
+        self._train_call = tf.function(self._train_steps, jit_compile=jit)
+        self._eval_call = tf.function(self._evaluate_chunks, jit_compile=jit)
 
     # ---- compiled math -------------------------------------------------------------
     def _replica_step(self, images, labels, global_batch_size):
@@ -114,35 +196,75 @@ class Trainer:
         self.optimizer.apply(gradients, variables)
         return loss
 
-    def _distributed_train_step(self, images, labels):
-        global_batch_size = tf.shape(labels)[0] if self.strategy.num_replicas_in_sync == 1 \
-            else self._global_batch_size
-        per_replica = self.strategy.run(self._replica_step, args=(images, labels, global_batch_size))
-        loss = self.strategy.reduce(tf.distribute.ReduceOp.SUM, per_replica, axis=None)
-        self.loss_sum.assign_add(loss)
-        self.loss_count.assign_add(1.0)
-        self.first_nonfinite.assign(tf.where(
-            tf.logical_or(self.first_nonfinite > 0.0, tf.math.is_finite(loss)),
-            self.first_nonfinite, self.loss_count))
-        return loss
+    def _replica_gather_step(self, images, labels, batch_indices):
+        """One replica's share of the global batch `batch_indices`."""
+        size = batch_indices.shape[0] // self.replicas
+        start = tf.distribute.get_replica_context().replica_id_in_sync_group * size
+        share = batch_indices[start:start + size]
+        return self._replica_step(tf.gather(images, share), tf.gather(labels, share),
+                                  batch_indices.shape[0])
 
-    def _eval_batch(self, images, labels):
-        logits = self.model(images, training=False)
-        per_example = keras.losses.sparse_categorical_crossentropy(labels, logits, from_logits=True)
-        correct = tf.cast(tf.equal(tf.argmax(logits, axis=-1, output_type=tf.int32), labels),
-                          tf.float32)
-        return tf.reduce_sum(per_example), tf.reduce_sum(correct)
+    def _train_steps(self, images, labels, indices, num_steps):
+        """`num_steps` training steps; step k trains on the examples `indices[k]`."""
+        for k in tf.range(num_steps):
+            batch_indices = indices[k]
+            if self.replicas == 1:
+                loss = self._replica_step(tf.gather(images, batch_indices),
+                                          tf.gather(labels, batch_indices),
+                                          batch_indices.shape[0])
+            else:
+                per_replica = self.strategy.run(self._replica_gather_step,
+                                                args=(images, labels, batch_indices))
+                loss = self.strategy.reduce(tf.distribute.ReduceOp.SUM, per_replica, axis=None)
+            self.loss_sum.assign_add(loss)
+            self.loss_count.assign_add(1.0)
+            self.first_nonfinite.assign(tf.where(
+                tf.logical_or(self.first_nonfinite > 0.0, tf.math.is_finite(loss)),
+                self.first_nonfinite, self.loss_count))
+
+    def _evaluate_chunks(self, images, labels, segments):
+        """[segments + 1, 2] sums of (loss, correct) per segment over every chunk."""
+        num_segments = 3  # validation, test, padding (a set holds at most two splits)
+        totals = tf.zeros([num_segments, 2])
+        for index in tf.range(tf.shape(labels)[0]):
+            logits = self.model(images[index], training=False)
+            per_example = keras.losses.sparse_categorical_crossentropy(
+                labels[index], logits, from_logits=True)
+            correct = tf.cast(tf.equal(tf.argmax(logits, axis=-1, output_type=tf.int32),
+                                       labels[index]), tf.float32)
+            totals += tf.math.unsorted_segment_sum(
+                tf.stack([per_example, correct], axis=1), segments[index], num_segments)
+        return totals
+
+    def _call(self, function_name: str, *args):
+        """Runs a compiled call; under "auto", falls back to the plain graph once if XLA
+        refuses the network."""
+        try:
+            return getattr(self, function_name)(*args)
+        except (tf.errors.InvalidArgumentError, tf.errors.UnimplementedError,
+                tf.errors.InternalError) as error:
+            if not (self.jit and self.jit_mode == "auto"):
+                raise
+            first_line = str(error).strip().splitlines()[0][:200] if str(error).strip() else ""
+            self.log(f"XLA could not compile this network ({type(error).__name__}: "
+                     f"{first_line}); training with the plain graph (--jit_compile=off)")
+            self._compile(False)
+            return getattr(self, function_name)(*args)
 
     # ---- state ---------------------------------------------------------------------
     @property
     def train_tracing_count(self) -> int:
-        return self._train_step.experimental_get_tracing_count()
+        return self._train_call.experimental_get_tracing_count()
+
+    @property
+    def eval_tracing_count(self) -> int:
+        return self._eval_call.experimental_get_tracing_count()
 
     def set_learning_rate(self, value: float) -> None:
         self.optimizer.learning_rate.assign(value)
 
     def reset_optimizer(self) -> None:
-        """Fresh optimizer state by assignment, so the compiled step is kept (SPEC.md 2)."""
+        """Fresh optimizer state by assignment, so the compiled call is kept."""
         learning_rate = self.optimizer.learning_rate
         for variable in self.optimizer.variables:
             if variable is learning_rate or variable.path == learning_rate.path:
@@ -169,89 +291,89 @@ class Trainer:
                                    model_variables=list(self.model.variables))
 
     # ---- evaluation ----------------------------------------------------------------
-    def evaluate(self, images: np.ndarray, labels: np.ndarray, batch_size: int = 2500):
-        """(mean loss, accuracy) of the model on arrays, in large batches."""
-        total_loss, total_correct = 0.0, 0.0
-        for start in range(0, len(images), batch_size):
-            loss, correct = self._eval_step(
-                tf.constant(images[start:start + batch_size]),
-                tf.constant(labels[start:start + batch_size]),
-            )
-            total_loss += float(loss)  # sync point
-            total_correct += float(correct)
-        count = max(len(images), 1)
-        return total_loss / count, total_correct / count
+    def device_data(self, data) -> _DeviceData:
+        """`data` as tensors, converted once per dataset."""
+        if self._device is None or self._device.data is not data:
+            self._device = _DeviceData(data, self.strategy)
+        return self._device
+
+    def evaluate(self, data, splits=("test",)) -> list:
+        """[(mean loss, accuracy)] of the model on each split, in one compiled call."""
+        images, labels, segments, counts = self.device_data(data).eval_set(tuple(splits))
+        totals = np.array(self._call("_eval_call", images, labels, segments))  # sync point
+        return [(float(totals[index, 0]) / max(count, 1), float(totals[index, 1]) / max(count, 1))
+                for index, count in enumerate(counts)]
 
     def evaluate_splits(self, data, iteration: int) -> dict:
-        val_loss, val_accuracy = self.evaluate(data.val_images, data.val_labels)
-        test_loss, test_accuracy = self.evaluate(data.test_images, data.test_labels)
+        (val_loss, val_accuracy), (test_loss, test_accuracy) = self.evaluate(
+            data, ("validation", "test"))
         return {
             "iteration": iteration, "val_loss": val_loss, "val_accuracy": val_accuracy,
             "test_loss": test_loss, "test_accuracy": test_accuracy,
         }
 
     # ---- the driver ----------------------------------------------------------------
-    def fit(self, data, iterations: int, batch_size: int, seed: int, eval_every: int,
-            round_index: int = 0, label: str = "train", progress: bool = True,
-            start_iteration: int = 0, history=None, on_iteration=None,
-            checkpoint_every: int = 0, save_checkpoint=None, log_evaluation=None,
-            before_evaluation=None) -> dict:
-        """Trains `iterations` steps, evaluating every `eval_every` and at the end.
+    def fit(self, data, schedule: Schedule, hooks: RoundHooks | None = None,
+            start_iteration: int = 0, history=None) -> dict:
+        """Trains `schedule.iterations` steps, evaluating every `eval_every` and at the end.
 
         Returns the round's metrics: final and best (lowest validation loss) evaluations,
-        throughput and the evaluation history. `on_iteration(i)` runs after step i
-        (rewind snapshots); `save_checkpoint(i, history)` every `checkpoint_every` steps.
+        throughput and the evaluation history. On SIGTERM or SIGINT (see
+        `tf_lth.preemption`) it checkpoints after the call in progress and raises
+        `preemption.Preempted`.
         """
-        self._global_batch_size = batch_size
+        hooks = hooks or RoundHooks()
+        total, batch_size = schedule.iterations, schedule.batch_size
+        if batch_size % self.replicas:
+            raise ValueError(f"--batch_size={batch_size} must be divisible by the "
+                             f"{self.replicas} replicas.")
+        device = self.device_data(data)
+        order = data.batch_order(batch_size, schedule.seed)
         history = list(history or [])
         if start_iteration == 0 and not history:
-            if before_evaluation:
-                before_evaluation()
             record = self.evaluate_splits(data, 0)
             history.append(record)
-            if log_evaluation:
-                log_evaluation(record)
-        bar = Progress(progress, f"{label}", iterations)
-        batches = data.train_batches(batch_size, seed, start_iteration)
-        if self.strategy.num_replicas_in_sync > 1:
-            batches = self._distribute(batches, batch_size)
+            hooks.evaluated(record)
+        bar = _progress_bar(schedule, start_iteration)
         started = time.time()
-        trained = 0
-        iteration = start_iteration
-        loss_value = float("nan")
-        while iteration < iterations:
-            images, labels = next(batches)
-            self._train_step(images, labels)
-            iteration += 1
-            trained += 1
-            if on_iteration is not None:
-                on_iteration(iteration)
-            if due(iteration, eval_every, iterations):
-                self.raise_if_nonfinite(round_index, iteration)
-                # sync point; read_value() also reads a strategy's mirrored variable
-                loss_value = float(self.loss_sum.read_value()) / max(
-                    float(self.loss_count.read_value()), 1.0)
-                if not math.isfinite(loss_value):
-                    raise NonFiniteLossError(
-                        f"round {round_index}: training loss became {loss_value} between "
-                        f"iterations {iteration - eval_every + 1} and {iteration}"
-                    )
-                self.loss_sum.assign(0.0)
-                self.loss_count.assign(0.0)
-                self.first_nonfinite.assign(0.0)
-                if before_evaluation:
-                    before_evaluation()
-                record = self.evaluate_splits(data, iteration)
-                record["train_loss"] = loss_value
-                history.append(record)
-                if log_evaluation:
-                    log_evaluation(record)
-            if checkpoint_every and save_checkpoint and iteration % checkpoint_every == 0 \
-                    and iteration < iterations:
-                self.raise_if_nonfinite(round_index, iteration)  # never checkpoint NaN weights
-                save_checkpoint(iteration, history)
-            bar.update(iteration, f"loss {loss_value:.4f}" if math.isfinite(loss_value) else "")
+        iteration, loss_value, steps_per_second = start_iteration, float("nan"), None
+        try:
+            while iteration < total:
+                signal_number = preemption.requested()
+                if signal_number:
+                    self.raise_if_nonfinite(schedule.round_index, iteration)
+                    hooks.save_checkpoint(iteration, history)
+                    raise preemption.Preempted(signal_number, round_index=schedule.round_index,
+                                               iteration=iteration)
+                count = min(self.steps_per_call, schedule.next_boundary(iteration) - iteration)
+                if steps_per_second:  # keep calls short enough to answer signals promptly
+                    count = min(count, max(1, int(steps_per_second * CALL_SECONDS)))
+                indices = order.indices(iteration, count, pad_to=self.steps_per_call)
+                call_started = time.time()
+                self._call("_train_call", device.train_images, device.train_labels,
+                           tf.constant(indices), tf.constant(count, tf.int32))
+                iteration += count
+                if iteration in schedule.snapshot_at:
+                    hooks.snapshot(iteration)
+                if due(iteration, schedule.eval_every, total):
+                    loss_value = self._take_train_loss(schedule.round_index, iteration)
+                    record = self.evaluate_splits(data, iteration)
+                    record["train_loss"] = loss_value
+                    history.append(record)
+                    hooks.evaluated(record)
+                if schedule.checkpoint_due(iteration):
+                    self.raise_if_nonfinite(schedule.round_index, iteration)  # never save NaN
+                    hooks.save_checkpoint(iteration, history)
+                elapsed = time.time() - call_started
+                if count >= 10 and elapsed > 0:  # includes dispatch; the first has compiling
+                    steps_per_second = count / elapsed
+                bar.update(count * batch_size)
+                if math.isfinite(loss_value):
+                    bar.set_postfix_str(f"loss {loss_value:.4f}", refresh=False)
+        finally:
+            bar.close()
         seconds = time.time() - started
+        trained = total - start_iteration
         final = history[-1]
         best = min(history, key=lambda item: item["val_loss"])
         return {
@@ -262,25 +384,40 @@ class Trainer:
             "best": {"iteration": best["iteration"], "val_loss": best["val_loss"],
                      "val_accuracy": best["val_accuracy"],
                      "test_accuracy": best["test_accuracy"]},
-            "iterations": iterations,
+            "iterations": total,
             "seconds": seconds,
             "examples_per_second": trained * batch_size / seconds if seconds > 0 else 0.0,
+            "xla": self.jit,
             "history": history,
         }
 
-    def _distribute(self, batches, batch_size):
-        """Splits each global batch across replicas (cross-replica input)."""
-        replicas = self.strategy.num_replicas_in_sync
-        if batch_size % replicas:
-            raise ValueError(
-                f"--batch_size={batch_size} must be divisible by the {replicas} replicas."
-            )
-        for images, labels in batches:
-            def split(context, images=images, labels=labels):
-                size = batch_size // replicas
-                start = context.replica_id_in_sync_group * size
-                return images[start:start + size], labels[start:start + size]
-            yield self.strategy.experimental_distribute_values_from_function(split)
+    def _take_train_loss(self, round_index: int, iteration: int) -> float:
+        """Mean training loss since the last evaluation (a sync point); resets the sums."""
+        self.raise_if_nonfinite(round_index, iteration)
+        # read_value() also reads a strategy's mirrored variable
+        loss_value = float(self.loss_sum.read_value()) / max(
+            float(self.loss_count.read_value()), 1.0)
+        if not math.isfinite(loss_value):
+            raise NonFiniteLossError(
+                f"round {round_index}: training loss became {loss_value} before iteration "
+                f"{iteration}")
+        self.loss_sum.assign(0.0)
+        self.loss_count.assign(0.0)
+        self.first_nonfinite.assign(0.0)
+        return loss_value
+
+
+def _progress_bar(schedule: Schedule, start_iteration: int):
+    """A tqdm bar in examples (rate and time left), moved once per compiled call; silent
+    when stderr is not a terminal."""
+    import sys
+
+    from tqdm.auto import tqdm
+
+    return tqdm(total=schedule.iterations * schedule.batch_size,
+                initial=start_iteration * schedule.batch_size, desc=schedule.label,
+                unit="ex", unit_scale=True, dynamic_ncols=True, leave=True,
+                disable=not (schedule.progress and sys.stderr.isatty()))
 
 
 def mask_summary(model) -> tuple:
@@ -292,19 +429,3 @@ def mask_summary(model) -> tuple:
         size_total += mask.size
         layers[layer.name] = float(mask.mean())
     return (kept_total / size_total if size_total else 1.0), layers
-
-
-def path_exists_writable(folder: str) -> str | None:
-    """None when `folder` can be created and written, else the reason."""
-    try:
-        os.makedirs(folder, exist_ok=True)
-        # A unique name: processes sharing a parent folder (multi-worker) probe at once.
-        handle, probe = tempfile.mkstemp(prefix=".write-probe-", dir=folder)
-        with os.fdopen(handle, "wb") as stream:
-            stream.write(b"0" * 1024)
-            stream.flush()
-            os.fsync(stream.fileno())
-        os.unlink(probe)
-        return None
-    except OSError as error:
-        return error.strerror or str(error)

@@ -21,7 +21,8 @@ from tf_lth import actions, masks, run_files
 from tf_lth.layers import masked_layers
 from tf_lth.models import layer_group
 from trainers import runs
-from trainers.loop import Trainer, mask_summary, model_state, set_model_state
+from trainers.loop import (RoundHooks, Schedule, Trainer, mask_summary, model_state,
+                           set_model_state)
 
 
 class LotteryRun:
@@ -37,7 +38,8 @@ class LotteryRun:
         self.layers = masked_layers(self.model)
         self.layer_names = [layer.name for layer in self.layers]
         self.trainer = Trainer(self.model, config.optimizer, config.learning_rate,
-                               config.momentum, strategy=strategy)
+                               config.momentum, strategy=strategy,
+                               jit_compile=config.jit_compile, log=log)
         self.iterations = config.train_iterations(data.steps_per_epoch(config.batch_size))
         if config.rewind_iteration >= self.iterations:
             from tf_lth.config import ConfigError
@@ -144,50 +146,27 @@ class LotteryRun:
         config = self.config
         folder = run_files.round_dir(config.run_dir, round_index)
         os.makedirs(folder, exist_ok=True)
-        checkpoint_dir = os.path.join(folder, "checkpoint")
-        if not os.path.isdir(checkpoint_dir) and os.path.isdir(checkpoint_dir + ".old"):
-            os.replace(checkpoint_dir + ".old", checkpoint_dir)  # killed while swapping
-        start_iteration, history = 0, []
-        if os.path.exists(os.path.join(checkpoint_dir, "state.json")):
-            start_iteration, history = self._restore_checkpoint(checkpoint_dir)
-            # evaluations logged after the checkpoint are repeated, so they are dropped
-            run_files.write_text(os.path.join(folder, "metrics.jsonl"), "".join(
-                json.dumps(item) + "\n" for item in history))
+        files = RoundFiles(self, round_index, folder)
+        start_iteration, history = files.recover()
+        if start_iteration:
             self.log(f"round {round_index}: resuming at iteration {start_iteration}")
         else:
             if round_index == 0:
                 set_model_state(self.model, self.initial_state)
             self.trainer.reset_optimizer()
-            run_files.save_arrays(os.path.join(folder, "initial.npz"), model_state(self.model))
-            metrics_path = os.path.join(folder, "metrics.jsonl")
-            if os.path.exists(metrics_path):
-                os.unlink(metrics_path)
+            files.start()
         self.trainer.set_learning_rate(config.learning_rate)
         weights_remaining, layer_fractions = mask_summary(self.model)
         self.log(f"round {round_index}: {100 * weights_remaining:.2f}% of weights remaining, "
                  f"{self.iterations} iterations")
-
-        def on_iteration(iteration):
-            if round_index == 0 and iteration == config.rewind_iteration:
-                run_files.save_arrays(os.path.join(folder, "rewind.npz"), model_state(self.model))
-
-        def log_evaluation(record):
-            run_files.append_jsonl(os.path.join(folder, "metrics.jsonl"), record)
-            step = round_index * self.iterations + record["iteration"]
-            with self.tb_writer.as_default(step=step):
-                for key, value in record.items():
-                    if key != "iteration":
-                        tf.summary.scalar(f"round_{round_index:03d}/{key}", value)
-
-        metrics = self.trainer.fit(
-            self.data, self.iterations, config.batch_size, self._data_seed(round_index),
-            config.eval_every, round_index=round_index, label=f"round {round_index}",
-            progress=config.progress, start_iteration=start_iteration, history=history,
-            on_iteration=on_iteration if config.rewind_iteration > 0 else None,
+        schedule = Schedule(
+            iterations=self.iterations, batch_size=config.batch_size,
+            seed=self._data_seed(round_index), eval_every=config.eval_every,
             checkpoint_every=config.checkpoint_every,
-            save_checkpoint=lambda it, hist: self._save_checkpoint(checkpoint_dir, it, hist),
-            log_evaluation=log_evaluation,
-        )
+            snapshot_at=(config.rewind_iteration,) if round_index == 0
+            and config.rewind_iteration > 0 else (),
+            round_index=round_index, label=f"round {round_index}", progress=config.progress)
+        metrics = self.trainer.fit(self.data, schedule, files, start_iteration, history)
         self.tb_writer.flush()
         history = metrics.pop("history")
         record = {
@@ -202,18 +181,7 @@ class LotteryRun:
             **metrics,
             "evaluations": len(history),
         }
-        run_files.save_arrays(os.path.join(folder, "final.npz"), model_state(self.model))
-        run_files.save_arrays(os.path.join(folder, "masks.npz"),
-                              {layer.name: np.array(layer.mask) for layer in self.layers})
-        run_files.save_arrays(os.path.join(folder, "frozen.npz"),
-                              {layer.name: np.array(layer.frozen) for layer in self.layers})
-        self._finish_round(round_index, folder, record)
-        run_files.write_json(os.path.join(folder, "record.json"), record)
-        run_files.remove_directory(checkpoint_dir)  # renamed away first: never half deleted
-        for name in os.listdir(folder):  # temporary folders of checkpoints cut short by a kill
-            if name.startswith((".checkpoint-", ".removing-")) or name == "checkpoint.old":
-                shutil.rmtree(os.path.join(folder, name), ignore_errors=True)
-        run_files.mark_done(config.run_dir, round_index)  # written last: the round is complete
+        files.finish(record)
         best = record["best"]
         self.log(f"round {round_index}: test accuracy {100 * record['test_accuracy']:.2f}% "
                  f"(at best validation loss: {100 * best['test_accuracy']:.2f}%, iteration "
@@ -225,24 +193,86 @@ class LotteryRun:
     def _data_seed(self, round_index: int) -> int:
         return self.config.seed * 1000 + round_index
 
-    def _save_checkpoint(self, checkpoint_dir: str, iteration: int, history: list) -> None:
-        """Model, optimizer and history at `iteration`, swapped in as one directory."""
-        parent = os.path.dirname(checkpoint_dir)
-        temporary = tempfile.mkdtemp(prefix=".checkpoint-", dir=parent)
-        self.trainer.checkpoint().write(os.path.join(temporary, "ckpt"))
-        run_files.write_json(os.path.join(temporary, "state.json"),
-                             {"iteration": iteration, "history": history})
-        run_files.replace_directory(temporary, checkpoint_dir)
 
-    def _restore_checkpoint(self, checkpoint_dir: str):
+class RoundFiles(RoundHooks):
+    """One round's folder: checkpoint recovery, metrics and TensorBoard as evaluations
+    arrive, in-round checkpoints, rewind snapshots, and the final files then DONE."""
+
+    def __init__(self, run: LotteryRun, round_index: int, folder: str):
+        self.run, self.round_index, self.folder = run, round_index, folder
+        self.checkpoint_dir = os.path.join(folder, "checkpoint")
+        self.metrics_path = os.path.join(folder, "metrics.jsonl")
+
+    # ---- start or resume ---------------------------------------------------------------
+    def recover(self) -> tuple:
+        """(iteration, evaluation history) of the round's checkpoint, or (0, [])."""
+        checkpoint_dir = self.checkpoint_dir
+        if not os.path.isdir(checkpoint_dir) and os.path.isdir(checkpoint_dir + ".old"):
+            os.replace(checkpoint_dir + ".old", checkpoint_dir)  # killed while swapping
+        if not os.path.exists(os.path.join(checkpoint_dir, "state.json")):
+            return 0, []
         state = run_files.read_json(os.path.join(checkpoint_dir, "state.json"))
         try:
-            self.trainer.checkpoint().read(os.path.join(checkpoint_dir, "ckpt")).assert_consumed()
+            self.run.trainer.checkpoint().read(
+                os.path.join(checkpoint_dir, "ckpt")).assert_consumed()
         except Exception as error:
             raise run_files.CorruptFileError(
                 f"{checkpoint_dir}/ckpt: corrupt or truncated checkpoint ({type(error).__name__})"
             ) from None
-        return int(state["iteration"]), list(state["history"])
+        history = list(state["history"])
+        # evaluations logged after the checkpoint are repeated, so they are dropped
+        run_files.write_text(self.metrics_path,
+                             "".join(json.dumps(item) + "\n" for item in history))
+        return int(state["iteration"]), history
+
+    def start(self) -> None:
+        """A fresh round: its starting weights saved, stale metrics removed."""
+        run_files.save_arrays(os.path.join(self.folder, "initial.npz"),
+                              model_state(self.run.model))
+        if os.path.exists(self.metrics_path):
+            os.unlink(self.metrics_path)
+
+    # ---- the loop's hooks --------------------------------------------------------------
+    def evaluated(self, record: dict) -> None:
+        run_files.append_jsonl(self.metrics_path, record)
+        step = self.round_index * self.run.iterations + record["iteration"]
+        with self.run.tb_writer.as_default(step=step):
+            for key, value in record.items():
+                if key != "iteration":
+                    tf.summary.scalar(f"round_{self.round_index:03d}/{key}", value)
+
+    def snapshot(self, iteration: int) -> None:
+        run_files.save_arrays(os.path.join(self.folder, "rewind.npz"),
+                              model_state(self.run.model))
+
+    def save_checkpoint(self, iteration: int, history: list) -> None:
+        """Model, optimizer and history at `iteration`, swapped in as one directory."""
+        temporary = tempfile.mkdtemp(prefix=".checkpoint-", dir=self.folder)
+        self.run.trainer.checkpoint().write(os.path.join(temporary, "ckpt"))
+        run_files.write_json(os.path.join(temporary, "state.json"),
+                             {"iteration": iteration, "history": history})
+        run_files.replace_directory(temporary, self.checkpoint_dir)
+
+    # ---- the end -----------------------------------------------------------------------
+    def finish(self, record: dict) -> None:
+        """Final weights, masks, frozen values and the record, then DONE (written last)."""
+        run, folder = self.run, self.folder
+        run_files.save_arrays(os.path.join(folder, "final.npz"), model_state(run.model))
+        run_files.save_arrays(os.path.join(folder, "masks.npz"),
+                              {layer.name: np.array(layer.mask) for layer in run.layers})
+        run_files.save_arrays(os.path.join(folder, "frozen.npz"),
+                              {layer.name: np.array(layer.frozen) for layer in run.layers})
+        run._finish_round(self.round_index, folder, record)
+        run_files.write_json(os.path.join(folder, "record.json"), record)
+        self.remove_temporaries()
+        run_files.mark_done(run.config.run_dir, self.round_index)
+
+    def remove_temporaries(self) -> None:
+        """The checkpoint, and temporary folders of checkpoints cut short by a kill."""
+        run_files.remove_directory(self.checkpoint_dir)  # renamed away first: never half gone
+        for name in os.listdir(self.folder):
+            if name.startswith((".checkpoint-", ".removing-")) or name == "checkpoint.old":
+                shutil.rmtree(os.path.join(self.folder, name), ignore_errors=True)
 
 
 def kernel_gradients(model, data, num_examples: int = 1000) -> dict:

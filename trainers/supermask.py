@@ -13,7 +13,7 @@ import time
 
 import numpy as np
 
-from tf_lth import masks, run_files
+from tf_lth import masks, preemption, run_files
 from tf_lth.config import ConfigError
 from tf_lth.layers import masked_layers
 from tf_lth.models import layer_group
@@ -78,7 +78,8 @@ class UntrainedSupermaskRun:
             raise ConfigError(
                 f"--source_run: {error}; allowed: a run of the same --arch and --dataset."
             ) from None
-        trainer = Trainer(model, "sgd", 0.1, strategy=self.strategy)
+        trainer = Trainer(model, "sgd", 0.1, strategy=self.strategy,
+                          jit_compile=config.jit_compile, log=self.log)
         layers = masked_layers(model)
         names = [layer.name for layer in layers]
         w_init = runs.kernels_from_state(initial, names)
@@ -114,13 +115,16 @@ class UntrainedSupermaskRun:
                 kept = sum(float(m.sum()) for m in layer_masks.values())
                 size = sum(m.size for m in layer_masks.values())
                 for treatment in pending:
+                    signum = preemption.requested()
+                    if signum:  # masks.jsonl holds every record so far: --resume goes on
+                        raise preemption.Preempted(
+                            signum, where=f"untrained sweep evaluation {count + 1} of {total}")
                     for layer in layers:
                         mask = layer_masks[layer.name]
                         layer.mask.assign(mask)
                         layer._kernel.assign(
                             treated_kernel(treatment, w_init[layer.name], mask).astype(np.float32))
-                    test_loss, test_accuracy = trainer.evaluate(
-                        self.data.test_images, self.data.test_labels)
+                    [(test_loss, test_accuracy)] = trainer.evaluate(self.data)
                     record = {
                         "criterion": criterion, "weight_treatment": treatment,
                         "prune_level": level, "weights_remaining": kept / size,
@@ -168,11 +172,10 @@ class LearnedSupermaskRun(LotteryRun):
         data = self.data
         for layer in self.layers:
             layer.use_expected_mask.assign(1.0)
-        _, expected_accuracy = self.trainer.evaluate(data.test_images, data.test_labels)
+        [(_, expected_accuracy)] = self.trainer.evaluate(data)
         for layer in self.layers:
             layer.use_expected_mask.assign(0.0)
-        sampled = [self.trainer.evaluate(data.test_images, data.test_labels)[1]
-                   for _ in range(self.config.eval_samples)]
+        sampled = [self.trainer.evaluate(data)[0][1] for _ in range(self.config.eval_samples)]
         for layer in self.layers:
             layer.use_expected_mask.assign(1.0)
         expected = self.expected_masks()
