@@ -27,8 +27,10 @@ setup(
         "tensorboard",
         "absl-py",
         "numpy",
+        "tqdm",
     ],
-    extras_require={"test": ["pytest"]},
+    # bench: PyTorch as an outside reference for `make bench`; never a runtime dependency
+    extras_require={"test": ["pytest"], "bench": ["torch"]},
     entry_points={
         "console_scripts": [
             "tf-lth-train=tf_lth.train:run",
