@@ -67,3 +67,66 @@ def test_fit_learns_and_reports_best_by_validation_loss(tiny_data):
     best = min(history, key=lambda record: record["val_loss"])
     assert metrics["best"]["iteration"] == best["iteration"]
     assert metrics["test_accuracy"] > 0.5  # prototypes plus noise: far above 10% chance
+
+
+def test_one_training_and_one_evaluation_trace_serve_every_round_and_call_length(tiny_data):
+    model = models.build("fc", (28, 28, 1), 10, seed=0)
+    trainer = Trainer(model, "adam", 1e-3, steps_per_call=4)
+    # 7 iterations, evaluation every 3: calls of 3, 3 and 1 steps (padded to 4 rows each)
+    metrics = trainer.fit(tiny_data, Schedule(7, 20, seed=0, eval_every=3, progress=False))
+    assert [record["iteration"] for record in metrics["history"]] == [0, 3, 6, 7]
+    assert int(trainer.optimizer.iterations) == 7
+    trainer.fit(tiny_data, Schedule(9, 20, seed=1, eval_every=2, progress=False))
+    assert (trainer.train_tracing_count, trainer.eval_tracing_count) == (1, 1)
+
+
+def test_schedule_boundaries_include_evaluations_checkpoints_snapshots_and_the_end():
+    schedule = Schedule(250, 60, seed=0, eval_every=100, checkpoint_every=30, snapshot_at=(45,))
+    boundaries, iteration = [], 0
+    while iteration < 250:
+        iteration = schedule.next_boundary(iteration)
+        boundaries.append(iteration)
+    assert boundaries == [30, 45, 60, 90, 100, 120, 150, 180, 200, 210, 240, 250]
+
+
+def test_training_in_calls_matches_one_step_per_call_bitwise(tiny_data):
+    """Steps inside one compiled call are the same computation as steps in separate calls."""
+    states = []
+    for steps_per_call in (1, 8):
+        model = models.build("fc", (28, 28, 1), 10, seed=0)
+        Trainer(model, "adam", 1e-3, steps_per_call=steps_per_call).fit(
+            tiny_data, Schedule(16, 20, seed=0, eval_every=16, progress=False))
+        states.append([np.array(v) for v in model.trainable_variables])
+    for left, right in zip(*states):
+        np.testing.assert_array_equal(left, right)
+
+
+def _model_xla_cannot_compile():
+    import keras
+    import tensorflow as tf
+
+    inputs = keras.Input((28, 28, 1))
+    # numpy_function runs Python on the host: XLA refuses to compile it
+    def on_host(x):
+        return tf.ensure_shape(tf.numpy_function(lambda a: a, [x], tf.float32), x.shape)
+
+    host = keras.layers.Lambda(on_host, output_shape=(28, 28, 1))
+    hidden = keras.layers.Flatten()(host(inputs))
+    return keras.Model(inputs, keras.layers.Dense(10)(hidden))
+
+
+def test_auto_falls_back_to_the_plain_graph_once_and_says_so(tiny_data):
+    lines = []
+    model = _model_xla_cannot_compile()
+    trainer = Trainer(model, "sgd", 0.01, jit_compile="auto", log=lines.append)
+    metrics = trainer.fit(tiny_data, Schedule(4, 20, seed=0, eval_every=2, progress=False))
+    assert metrics["xla"] is False and int(trainer.optimizer.iterations) == 4
+    assert len([line for line in lines if "XLA could not compile" in line]) == 1
+
+
+def test_jit_compile_on_refuses_what_xla_cannot_compile(tiny_data):
+    import tensorflow as tf
+
+    trainer = Trainer(_model_xla_cannot_compile(), "sgd", 0.01, jit_compile="on")
+    with pytest.raises(tf.errors.OpError):
+        trainer.fit(tiny_data, Schedule(2, 20, seed=0, eval_every=2, progress=False))
