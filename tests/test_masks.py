@@ -1,4 +1,5 @@
-"""Mask criteria and pruning against SPEC.md sections 3 and 4, on small NumPy arrays."""
+"""Mask criteria and pruning against docs/semantics.md ("Pruning schedule", "Mask criteria"),
+on small NumPy arrays."""
 
 import numpy as np
 import pytest
@@ -8,7 +9,7 @@ from tf_lth import masks
 QUADRANT = ("large_init_large_final", "small_init_small_final")
 SCORE_CRITERIA = tuple(c for c in masks.CRITERIA if c not in QUADRANT + ("random",))
 
-# SPEC section 4, written out again here so the tests do not read the code's scores.
+# docs/semantics.md's criteria table, written out again so the tests do not read the code's scores.
 SPEC_SCORES = {
     "large_final": lambda wi, wf, g: np.abs(wf),
     "small_final": lambda wi, wf, g: -np.abs(wf),
@@ -272,7 +273,7 @@ def test_zero_fraction_keeps_everything(criterion):
     np.testing.assert_array_equal(mask, np.ones((4, 3)))
 
 
-# --- Schedule (SPEC section 3) --------------------------------------------------------------
+# --- Schedule (docs/semantics.md, "Pruning schedule") --------------------------------------------------------------
 
 
 def test_num_to_prune_floors_without_float_error():

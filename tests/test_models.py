@@ -1,4 +1,4 @@
-"""The paper's networks (SPEC.md section 1) and bringing your own model."""
+"""The paper's networks (docs/semantics.md, "Networks") and bringing your own model."""
 
 import keras
 import numpy as np
