@@ -376,3 +376,22 @@ def test_config_prune_scope_flag_is_validated():
     assert config.prune_scope == "global"
     with pytest.raises(config_lib.ConfigError, match="--prune_scope='rows' is not allowed"):
         config_lib.make(run_dir="/tmp/x", prune_scope="rows")
+
+
+def test_unbuilt_layers_are_left_alone_with_a_warning_and_supermask_needs_fresh_layers():
+    class WithSpare(keras.Model):
+        def __init__(self, **kwargs):
+            super().__init__(**kwargs)
+            self.used = keras.layers.Dense(3)
+            self.spare = keras.layers.Dense(3)  # never called
+
+        def call(self, x):
+            return self.used(x)
+
+    model = WithSpare()
+    model(np.ones((1, 4), "float32"))
+    with pytest.warns(UserWarning, match="never built"):
+        tf_lth.masked(model)
+    assert [layer.name for layer in masked_layers(model)] == [model.used.name]
+    with pytest.raises(ValueError, match="already masked without a supermask"):
+        tf_lth.masked(model, supermask=True)

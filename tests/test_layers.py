@@ -18,7 +18,7 @@ def _dense(units=3, input_dim=4, **options):
 
 def test_effective_kernel_is_mask_times_kernel_plus_frozen_by_hand():
     layer = _dense(2, 2, use_bias=False)
-    layer._kernel.assign([[1.0, 2.0], [3.0, 4.0]])
+    layer.kernel_variable.assign([[1.0, 2.0], [3.0, 4.0]])
     layer.mask.assign([[1.0, 0.0], [0.0, 1.0]])
     layer.frozen.assign([[9.0, 7.0], [5.0, 9.0]])
     # kernel [[1, 7], [5, 4]]; x = [1, 1] -> [1 + 5, 7 + 4]
@@ -33,7 +33,7 @@ def test_gradients_reach_kept_weights_only():
     x = tf.constant(np.random.default_rng(0).normal(size=(5, 4)), tf.float32)
     with tf.GradientTape() as tape:
         loss = tf.reduce_sum(layer(x) ** 2)
-    grad_kernel, grad_bias = tape.gradient(loss, [layer._kernel, layer.bias])
+    grad_kernel, grad_bias = tape.gradient(loss, [layer.kernel_variable, layer.bias])
     grad_kernel = np.array(grad_kernel)
     assert np.all(grad_kernel[mask == 0] == 0.0)
     assert np.all(grad_kernel[mask == 1] != 0.0)
@@ -49,7 +49,7 @@ def test_conv_gradients_zero_at_pruned_positions():
     x = tf.constant(rng.normal(size=(2, 5, 5, 3)), tf.float32)
     with tf.GradientTape() as tape:
         loss = tf.reduce_sum(layer(x) ** 2)
-    grad = np.array(tape.gradient(loss, layer._kernel))
+    grad = np.array(tape.gradient(loss, layer.kernel_variable))
     assert np.all(grad[mask == 0] == 0.0)
     assert np.count_nonzero(grad[mask == 1]) > 0.9 * mask.sum()
 
@@ -58,7 +58,7 @@ def test_supermask_straight_through_gradient_is_upstream_times_sigmoid_derivativ
     layer = _dense(3, 4, supermask=True, use_bias=False, seed=3)
     logits = np.random.default_rng(2).normal(size=(4, 3)).astype(np.float32)
     layer.mask_logits.assign(logits)
-    kernel = np.array(layer._kernel)
+    kernel = np.array(layer.kernel_variable)
     x = np.random.default_rng(3).normal(size=(6, 4)).astype(np.float32)
     upstream = np.random.default_rng(4).normal(size=(6, 3)).astype(np.float32)
     with tf.GradientTape() as tape:
@@ -75,20 +75,20 @@ def test_supermask_straight_through_gradient_is_upstream_times_sigmoid_derivativ
 def test_supermask_kernel_and_bias_get_no_gradient_and_are_not_trainable():
     layer = _dense(3, 4, supermask=True, seed=1)
     assert [v.name for v in layer.trainable_variables] == ["mask_logits"]
-    kernel_before, bias_before = np.array(layer._kernel), np.array(layer.bias)
+    kernel_before, bias_before = np.array(layer.kernel_variable), np.array(layer.bias)
     x = tf.constant(np.ones((2, 4), np.float32))
     with tf.GradientTape() as tape:
         loss = tf.reduce_sum(layer(x, training=True) ** 2)
     gradients = tape.gradient(loss, layer.trainable_variables)
     assert gradients[0] is not None and np.any(np.array(gradients[0]) != 0)
     keras.optimizers.SGD(1.0).apply(gradients, layer.trainable_variables)
-    np.testing.assert_array_equal(np.array(layer._kernel), kernel_before)
+    np.testing.assert_array_equal(np.array(layer.kernel_variable), kernel_before)
     np.testing.assert_array_equal(np.array(layer.bias), bias_before)
 
 
 def test_supermask_forward_uses_zero_one_samples_with_sampling_rate_near_p():
     layer = _dense(200, 200, supermask=True, use_bias=False, seed=5, sigmoid_bias=1.0)
-    layer._kernel.assign(np.eye(200, dtype=np.float32))
+    layer.kernel_variable.assign(np.eye(200, dtype=np.float32))
     kept = np.array(layer.effective_kernel(training=True)).diagonal()
     assert set(np.unique(kept)).issubset({0.0, 1.0})
     p = 1.0 / (1.0 + np.exp(-1.0))
@@ -97,7 +97,7 @@ def test_supermask_forward_uses_zero_one_samples_with_sampling_rate_near_p():
 
 def test_expected_mask_flag_gives_threshold_mask_at_evaluation():
     layer = _dense(2, 2, supermask=True, use_bias=False, seed=0)
-    layer._kernel.assign(np.ones((2, 2), np.float32))
+    layer.kernel_variable.assign(np.ones((2, 2), np.float32))
     layer.mask_logits.assign([[2.0, -2.0], [-0.5, 0.5]])
     layer.use_expected_mask.assign(1.0)
     np.testing.assert_array_equal(np.array(layer.effective_kernel(training=False)),
@@ -108,7 +108,7 @@ def test_signed_constant_transform_and_dynamic_scaling_by_hand():
     layer = _dense(2, 2, supermask=True, use_bias=False, weight_transform="signed_constant",
                    dynamic_scaling=True, seed=0)
     kernel = np.array([[1.0, -3.0], [-1.0, 3.0]], np.float32)
-    layer._kernel.assign(kernel)
+    layer.kernel_variable.assign(kernel)
     layer.mask_logits.assign([[5.0, -5.0], [5.0, 5.0]])
     layer.use_expected_mask.assign(1.0)
     std = kernel.std()  # sqrt(5)
@@ -123,7 +123,7 @@ def test_signed_constant_transform_and_dynamic_scaling_by_hand():
 def test_block_logits_share_one_sample_per_1x4_block():
     layer = _dense(3, 10, supermask=True, use_bias=False, mask_block=4, seed=2)
     assert tuple(layer.mask_logits.shape) == (2 + 2, 3)  # two 4-blocks, two single rows
-    layer._kernel.assign(np.ones((10, 3), np.float32))
+    layer.kernel_variable.assign(np.ones((10, 3), np.float32))
     kernel = np.array(layer.effective_kernel(training=True))
     for column in range(3):
         for start in (0, 4):
@@ -175,7 +175,7 @@ def test_frozen_values_off_treats_pruned_weights_as_zero_with_the_same_gradients
     kernel = np.arange(12, dtype=np.float32).reshape(4, 3) - 5.0
     mask = (np.arange(12).reshape(4, 3) % 3 != 0).astype(np.float32)
     for layer in (with_frozen, without):
-        layer._kernel.assign(kernel)
+        layer.kernel_variable.assign(kernel)
         layer.mask.assign(mask)
     without.frozen.assign(np.full((4, 3), 7.0, np.float32))  # ignored when frozen_values=False
     np.testing.assert_array_equal(np.array(without.effective_kernel()), kernel * mask)
@@ -185,6 +185,6 @@ def test_frozen_values_off_treats_pruned_weights_as_zero_with_the_same_gradients
     for layer in (with_frozen, without):
         with tf.GradientTape() as tape:
             loss = tf.reduce_sum(layer(x) ** 2)
-        gradients.append(np.array(tape.gradient(loss, layer._kernel)))
+        gradients.append(np.array(tape.gradient(loss, layer.kernel_variable)))
     np.testing.assert_array_equal(gradients[0], gradients[1])
     assert without.get_config()["frozen_values"] is False

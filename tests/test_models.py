@@ -9,7 +9,7 @@ from tf_lth.layers import MaskedConv2D, MaskedDense, masked_layers
 
 
 def _kernel_count(model):
-    return sum(int(np.prod(layer._kernel.shape)) for layer in masked_layers(model))
+    return sum(int(np.prod(layer.kernel_variable.shape)) for layer in masked_layers(model))
 
 
 def test_fc_has_266200_kernel_weights():
@@ -27,8 +27,8 @@ def test_conv_networks_match_spec_layer_by_layer(arch, convs, dense_in):
     layers = masked_layers(model)
     conv_layers = [layer for layer in layers if isinstance(layer, MaskedConv2D)]
     dense_layers = [layer for layer in layers if isinstance(layer, MaskedDense)]
-    assert [tuple(layer._kernel.shape) for layer in conv_layers] == [(3, 3, i, o) for i, o in convs]
-    assert [tuple(layer._kernel.shape) for layer in dense_layers] == [
+    assert [tuple(layer.kernel_variable.shape) for layer in conv_layers] == [(3, 3, i, o) for i, o in convs]
+    assert [tuple(layer.kernel_variable.shape) for layer in dense_layers] == [
         (dense_in, 256), (256, 256), (256, 10)]
     expected = sum(9 * i * o for i, o in convs) + dense_in * 256 + 256 * 256 + 2560
     assert _kernel_count(model) == expected
@@ -40,7 +40,7 @@ def test_conv_networks_match_spec_layer_by_layer(arch, convs, dense_in):
 def test_initialisation_is_glorot_normal_with_zero_biases():
     model = models.build("fc", (28, 28, 1), 10, seed=0)
     first = masked_layers(model)[0]
-    kernel = np.array(first._kernel)
+    kernel = np.array(first.kernel_variable)
     expected_std = np.sqrt(2.0 / (784 + 300))
     # keras' GlorotNormal is a truncated normal with that standard deviation
     assert abs(kernel.std() - expected_std) / expected_std < 0.05

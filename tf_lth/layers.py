@@ -1,9 +1,9 @@
-"""Masked Keras 3 layers: the core layer of tf_lth (docs/architecture.md, "Masked layers").
+"""Masked Keras 3 layers: the core layer of tf_lth (docs/architecture.md, "Core").
 
 A masked layer holds its raw kernel, a 0/1 `mask`, the `frozen` values that pruned
 positions take, and, for learned supermasks, trainable `mask_logits`. Layers only apply
 masks; `tf_lth.masks` and the trainers (or `tf_lth.prune`) decide them. The exact
-semantics are in docs/semantics.md.
+semantics are in docs/semantics.md ("Masked layers", "Supermasks").
 
 Masks and frozen values are *not weights*: `layer.weights` and `layer.get_weights()` /
 `set_weights()` (and so `model.get_weights()` / `set_weights()`) hold kernels, biases and

@@ -177,8 +177,25 @@ def masked(
         model = _clone(model)
     leaves = _all_layers(model)
     already = [layer for layer in leaves if isinstance(layer, MaskedMixin)]
-    candidates = [layer for layer in leaves if type(layer) in MASKED_KINDS]
+    unbuilt = [layer for layer in leaves if type(layer) in MASKED_KINDS and not layer.built]
+    candidates = [layer for layer in leaves if type(layer) in MASKED_KINDS and layer.built]
+    if layers is not None and not callable(layers):
+        named = {layers} if isinstance(layers, str) else set(layers)
+        never = sorted(layer.name for layer in unbuilt if layer.name in named)
+        if never:
+            raise ValueError(
+                f"layers= names {never}, which were never built (the model never called "
+                "them); call the model on a batch first."
+            )
     chosen = _select(candidates + already, layers)
+    if supermask:
+        fixed = [layer.name for layer in chosen
+                 if isinstance(layer, MaskedMixin) and not layer.supermask]
+        if fixed:
+            raise ValueError(
+                f"Layers {fixed} are already masked without a supermask; supermask=True "
+                "needs unmasked layers (mask a fresh model)."
+            )
     to_mask = [layer for layer in chosen if not isinstance(layer, MaskedMixin)]
     if not to_mask and not [layer for layer in chosen if isinstance(layer, MaskedMixin)]:
         kinds = ", ".join(cls.__name__ for cls in MASKED_KINDS)
@@ -201,6 +218,9 @@ def masked(
                   if any(isinstance(layer, cls) for cls in MASKED_KINDS)
                   else "not a kind tf_lth masks")
         left_alone.append(f"{layer.name} ({type(layer).__name__}: {reason})")
+    for layer in unbuilt:
+        left_alone.append(f"{layer.name} ({type(layer).__name__}: never built, so it has no "
+                          "kernel yet)")
     own = [v.path for v in _own_weights(model)]
     if own:
         left_alone.append(f"variables of the model itself: {', '.join(own)}")
