@@ -275,6 +275,24 @@ def _score_order(unit_scores: np.ndarray, candidates: np.ndarray, rng) -> np.nda
     return ids[np.lexsort((tie_break, unit_scores[ids]))]
 
 
+def _lowest_units(unit_scores: np.ndarray, candidates: np.ndarray, rng,
+                  target: int) -> np.ndarray:
+    """The first `target` ids of `_score_order` as a set, found by partition (linear
+    time) instead of a full sort; draws the same tie-breaks from `rng`."""
+    ids = np.flatnonzero(candidates)
+    tie_break = rng.random(ids.size)
+    if target >= ids.size:
+        return ids
+    if target <= 0:
+        return ids[:0]
+    values = unit_scores[ids]
+    kth = np.partition(values, target - 1)[target - 1]
+    below = np.flatnonzero(values < kth)
+    tied = np.flatnonzero(values == kth)
+    tied = tied[np.argsort(tie_break[tied], kind="stable")[: target - below.size]]
+    return ids[np.concatenate([below, tied])]
+
+
 def _quadrant_order(
     unit_init: np.ndarray,
     unit_final: np.ndarray,
@@ -360,9 +378,10 @@ def _prepare(mask, fraction, num_prune, block, shape):
     return mask, sizes, sizes > 0, target
 
 
-def _apply(mask, shape, block, sizes, order, target) -> np.ndarray:
+def _apply(mask, shape, block, sizes, order, target, pruned=None) -> np.ndarray:
+    """The mask with the units `_take_units` picks from `order` (or `pruned`) removed."""
     unit_kept = sizes > 0
-    unit_kept[_take_units(order, sizes, target)] = False
+    unit_kept[_take_units(order, sizes, target) if pruned is None else pruned] = False
     keep = expand_blocks(unit_kept.reshape(_unit_shape(shape, block)), shape, block)
     # Multiplying by the old mask keeps already-pruned weights of a partly kept unit pruned.
     return (mask * keep).astype(np.float32)
@@ -428,7 +447,11 @@ def compute_mask(
         )
     else:
         scores = score(criterion, w_init, w_final, rng, grad_init=grad_init)
-        order = _score_order(block_mean(scores, block).ravel(), candidates, rng)
+        unit_scores = block_mean(scores, block).ravel()
+        if block == 1:  # every candidate is one weight: the `target` lowest are pruned
+            pruned = _lowest_units(unit_scores, candidates, rng, target)
+            return _apply(mask, shape, block, sizes, None, target, pruned=pruned)
+        order = _score_order(unit_scores, candidates, rng)
     return _apply(mask, shape, block, sizes, order, target)
 
 
