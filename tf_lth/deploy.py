@@ -36,6 +36,8 @@ def strip(model: keras.Model, inplace: bool = False, supermask: str = "expected"
         inplace: False returns a new model and leaves `model` masked (Sequential and
             functional models, nested ones included). True turns `model` itself plain and
             returns it; that is the way for subclassed models, which Keras cannot clone.
+            The stripped layers' kernels and biases become trainable again; other
+            variables a supermask froze stay frozen (set `layer.trainable` to fine-tune).
         supermask, seed: The fixed mask of supermask layers.
     """
     from export.bake import bake, effective_kernels
@@ -46,11 +48,6 @@ def strip(model: keras.Model, inplace: bool = False, supermask: str = "expected"
         kernels = effective_kernels(model, supermask, seed)
         for layer in masked_layers(model):
             unmask_layer_in_place(layer, kernels[id(layer)])
-        for variable in model.weights:
-            variable.trainable = True
-        for layer in model._flatten_layers(include_self=False):
-            if isinstance(layer, keras.layers.BatchNormalization):
-                layer.trainable = True
         for name in ("train_function", "test_function", "predict_function"):
             if getattr(model, name, None) is not None:
                 setattr(model, name, None)
