@@ -3,7 +3,7 @@
 CLI layer (composition root): loads a completed round of a run without retraining, bakes
 its masks into plain Keras layers, and writes RUN_DIR/export/ (SavedModel, LiteRT files
 and export_report.json). Exit status: 0 all checks passed, 1 a parity or accuracy check
-failed, 2 bad input.
+failed, 2 bad input or a run directory in use by another live process (its pid named).
 """
 
 from __future__ import annotations
@@ -78,7 +78,10 @@ def export_run(run_dir: str, formats: list, round_index: int | None = None,
     """Exports a run's round; returns the exit status (0 passed, 1 a check failed)."""
     from export import export_all
 
+    from tf_lth import run_lock
+
     config, data, model, round_index = load_round_model(run_dir, round_index)
+    run_lock.acquire(run_dir)  # one writer per run directory (a no-op inside tf_lth.train)
     out_dir = os.path.join(run_dir, "export")
     log(f"exporting round {round_index} of {run_dir} as {', '.join(formats)}")
     report = export_all(
@@ -123,6 +126,9 @@ def main(argv=None) -> int:
 
     try:
         _check_request(arguments.run_dir, arguments.round, formats)
+        from tf_lth import run_lock
+
+        run_lock.check_free(arguments.run_dir)  # refused at once while a run writes there
         return export_run(arguments.run_dir, formats, arguments.round,
                           arguments.supermask_export, arguments.seed)
     except (ExportInputError, ConfigError, DataError, CorruptFileError) as error_value:

@@ -8,9 +8,11 @@ Reads detect truncated or corrupt files and raise `CorruptFileError` naming the 
 from __future__ import annotations
 
 import csv
+import errno
 import io
 import json
 import os
+import re
 import shutil
 import tempfile
 import zipfile
@@ -20,6 +22,14 @@ import numpy as np
 
 class CorruptFileError(ValueError):
     """A run file is missing, truncated or unreadable."""
+
+
+DISK_FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
+
+
+class DiskFullError(OSError):
+    """A write failed because the filesystem is full or over quota; `filename` is the file
+    that was being written (its old version, if any, is still in place)."""
 
 
 def atomic_write_bytes(path: str, payload: bytes) -> None:
@@ -36,9 +46,11 @@ def atomic_write_bytes(path: str, payload: bytes) -> None:
             stream.flush()
             os.fsync(stream.fileno())
         os.replace(temporary, path)  # rename is atomic within one filesystem
-    except BaseException:
+    except BaseException as error:
         if os.path.exists(temporary):
             os.unlink(temporary)
+        if isinstance(error, OSError) and error.errno in DISK_FULL_ERRNOS:
+            raise DiskFullError(error.errno, error.strerror, path) from None  # names the file
         raise
 
 
@@ -145,6 +157,51 @@ def replace_directory(source: str, target: str) -> None:
         shutil.rmtree(old)
     else:
         os.replace(source, target)
+
+
+def disk_full(error: BaseException):
+    """(file or None, cause) when `error` is a write that failed because the disk is full or
+    over quota, else None. Knows OSError (ENOSPC, EDQUOT) and TensorFlow's errors, whose
+    message reads "PATH; No space left on device" (checkpoints, TensorBoard event files);
+    a file inside a checkpoint's temporary folder is named by the checkpoint it was for."""
+    if isinstance(error, OSError) and error.errno in DISK_FULL_ERRNOS:
+        return error.filename, error.strerror or os.strerror(error.errno)
+    text = str(error)
+    for cause in (os.strerror(errno.ENOSPC), os.strerror(errno.EDQUOT)):
+        if cause in text:
+            match = re.search(r"(/[^\s;]+)[;:]\s*" + re.escape(cause), text)
+            path = match.group(1) if match else None
+            if path and "/.checkpoint-" in path:
+                path = path.split("/.checkpoint-")[0] + "/checkpoint"
+            return path, cause
+    return None
+
+
+TEMPORARY_PREFIXES = (".tmp-", ".write-probe-", ".checkpoint-", ".removing-")
+
+
+def remove_temporaries(run_dir: str) -> list:
+    """Removes what interrupted writes left in `run_dir` (temporary files of atomic writes,
+    checkpoint folders never swapped in, folders being removed); returns their paths.
+    None of them is ever read back. Only for the process holding the run's lock: another
+    writer's temporaries would be in use."""
+    removed = []
+    for parent, folders, files in os.walk(run_dir):
+        for name in files:
+            if name.startswith(TEMPORARY_PREFIXES):
+                path = os.path.join(parent, name)
+                try:
+                    os.unlink(path)
+                    removed.append(path)
+                except OSError:
+                    pass
+        for name in list(folders):
+            if name.startswith(TEMPORARY_PREFIXES):
+                path = os.path.join(parent, name)
+                shutil.rmtree(path, ignore_errors=True)
+                removed.append(path)
+                folders.remove(name)
+    return removed
 
 
 def round_dir(run_dir: str, round_index: int) -> str:

@@ -24,6 +24,10 @@ on the others), KERASTUNER_ORACLE_IP and KERASTUNER_ORACLE_PORT (the chief's add
 The chief runs the oracle and writes best.flags; workers run trials.
 
 Bad flags print one line and exit with status 2, before anything is written.
+
+SIGTERM or SIGINT stops the search: the trial in progress checkpoints at its next compiled
+call and the command exits with 143 or 130. `--resume` reloads the search; keras-tuner
+hands the interrupted trial out again, and its run continues from the checkpoint.
 """
 
 from __future__ import annotations
@@ -39,6 +43,7 @@ from absl import app  # noqa: E402
 from absl import flags  # noqa: E402
 
 from tf_lth import flags as tf_lth_flags  # noqa: E402
+from tf_lth import preemption, run_lock  # noqa: E402
 
 tf_lth_flags.define_flags()
 TUNERS = ("random", "bayesian", "hyperband")
@@ -145,9 +150,15 @@ def make_tuner(kind: str, config, max_trials: int, directory: str, overwrite: bo
             from tf_lth.data import DataError
             from trainers import runs
 
+            if preemption.requested():
+                raise _stopped(preemption.requested(), f"the start of trial {trial.trial_id}")
             values = trial_values(base_values, trial.hyperparameters.values, max_epochs)
-            values.update(run_dir=os.path.join(self.get_trial_dir(trial.trial_id), "run"),
-                          overwrite=True, resume=False, progress=False, export="")
+            trial_dir = os.path.join(self.get_trial_dir(trial.trial_id), "run")
+            # A trial stopped by a signal is handed out again after --resume (keras-tuner
+            # retries the trials that were running): its run continues from its checkpoint.
+            again = os.path.isfile(os.path.join(trial_dir, "config.json"))
+            values.update(run_dir=trial_dir, overwrite=not again, resume=again,
+                          progress=False, export="")
             try:
                 trial_config = config_lib.make(**dict(values))
                 if self.data is None:
@@ -162,8 +173,17 @@ def make_tuner(kind: str, config, max_trials: int, directory: str, overwrite: bo
                               for key, value in trial.hyperparameters.values.items())
             log(f"trial {trial.trial_id}: {shown}")
             started = time.time()
-            records = trainers.run(trial_config, data=self.data,
-                                   log=lambda line: log(f"  [trial {trial.trial_id}] {line}"))
+            try:
+                records = trainers.run(
+                    trial_config, data=self.data,
+                    log=lambda line: log(f"  [trial {trial.trial_id}] {line}"))
+            except preemption.Preempted as error:  # checkpointed: --resume continues it
+                where = f"trial {trial.trial_id}"
+                if error.iteration is not None:
+                    where += f", round {error.round_index}, iteration {error.iteration}"
+                raise _stopped(error.signum, where) from None
+            finally:
+                run_lock.release(trial_dir)
             value = float(records[-1]["best"]["val_accuracy"])
             log(f"trial {trial.trial_id}: {OBJECTIVE}={value:.4f} "
                 f"({time.time() - started:.0f} s)")
@@ -171,6 +191,16 @@ def make_tuner(kind: str, config, max_trials: int, directory: str, overwrite: bo
 
     return LoopTuner(oracle=oracle, directory=directory, project_name="tuning",
                      overwrite=overwrite)
+
+
+def _stopped(signum: int, where: str):
+    """A keras-tuner FatalError for a signal: it ends the search (an ordinary exception
+    would only fail the trial and go on to the next), carrying the exit status."""
+    import keras_tuner
+
+    error = keras_tuner.errors.FatalError(str(preemption.Preempted(signum, where=where)))
+    error.exit_code = 128 + signum
+    return error
 
 
 def write_best(tuner, run_dir: str, base_values: dict, kind: str) -> str | None:
@@ -233,6 +263,7 @@ def main(argv) -> int:
         tf_lth_flags.fail(f"unexpected arguments {argv[1:]}; allowed: --flag=value only.")
     from tf_lth.config import ConfigError
 
+    preemption.install()  # SIGTERM/SIGINT: the trial checkpoints, the search stops
     try:
         config = tf_lth_flags.to_config()
     except ConfigError as error:
@@ -282,6 +313,14 @@ def main(argv) -> int:
     try:
         tuner.search(verbose=0)
     except tuner_errors.FatalError as error:
+        if getattr(error, "exit_code", None):  # a signal: the one line, then 130 or 143
+            sys.stderr.write(f"{str(error).splitlines()[0]}\n")
+            # no teardown (seconds with TensorFlow and keras-tuner loaded): the trial's
+            # checkpoint and the oracle's state are written
+            run_lock.release_all()
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(error.exit_code)
         tf_lth_flags.fail(str(error).splitlines()[0])
     except RuntimeError as error:  # keras-tuner: too many consecutive failed trials
         sys.stderr.write(f"error: {str(error).splitlines()[0]}\n")

@@ -10,7 +10,7 @@ import os
 import numpy as np
 
 from tf_lth import config as config_lib
-from tf_lth import run_files
+from tf_lth import run_files, run_lock
 from tf_lth.config import ConfigError
 
 SUMMARY_COLUMNS = [
@@ -20,23 +20,35 @@ SUMMARY_COLUMNS = [
 ]
 
 
-def prepare(config, flags_text: str) -> None:
-    """Checks the run directory against --resume/--overwrite; writes flags.txt first.
+def prepare(config, flags_text: str, lock: bool = True) -> None:
+    """Checks the run directory against --resume/--overwrite, takes its lock, writes
+    config.json and flags.txt.
 
     Raises ConfigError (nothing written) for an existing run without --resume or
-    --overwrite, a resume whose identity flags differ, or an unwritable folder.
+    --overwrite, a resume whose identity flags differ, or an unwritable folder; and
+    `run_lock.RunInUseError` (a ConfigError naming the pid) while another process holds the
+    run directory. With `lock` (all but a multi-worker run's non-chief workers, which share
+    the chief's folder) the lock is held until this process ends or releases it; then the
+    temporaries that interrupted writes left behind are removed.
     """
     run_dir = config.run_dir
     config_path = os.path.join(run_dir, "config.json")
-    exists = run_files.check_run_dir(config)  # also run by the CLI before TensorFlow loads
-    from trainers.loop import path_exists_writable
-
-    parent = os.path.dirname(os.path.abspath(run_dir))
-    problem = path_exists_writable(parent if not os.path.isdir(run_dir) else run_dir)
-    if problem:
-        raise ConfigError(f"--run_dir={run_dir!r} is not writable ({problem}).")
+    exists = run_files.check_run_dir(config)  # also probes that run_dir is writable
+    if lock:
+        held_before = run_lock.holds(run_dir)
+        run_lock.acquire(run_dir)  # creates the folder and RUN_DIR/.lock
+        try:  # again, now that no other process can be writing it
+            exists = run_files.check_run_dir(config)
+        except ConfigError:
+            if not held_before:
+                run_lock.release(run_dir)
+            raise
+        run_files.remove_temporaries(run_dir)
     if exists and config.overwrite:
         run_files.remove_directory(run_dir)  # renamed away first: a kill leaves no half run
+        if lock:
+            os.makedirs(run_dir, exist_ok=True)
+            run_lock.acquire(run_dir, renew=True)  # the old lock file went with the old run
     os.makedirs(run_dir, exist_ok=True)
     if not (exists and config.resume):
         # config.json first: a folder holding it is a run that --resume/--overwrite accept

@@ -14,6 +14,8 @@ budget (`--epochs`/`--iterations`, `--batch_size`, `--optimizer`, `--learning_ra
 pruning with `prune_low_magnitude` and a PolynomialDecay schedule inside that budget.
 
 A level is complete when its `round_NNN/DONE` marker exists, so running again resumes.
+SIGTERM and SIGINT are passed on to the worker, which stops at its next training step; the
+interrupted level has no DONE marker, so `--resume` trains it again from its start.
 results.json and summary.csv have the lottery runs' format (SPEC.md section 9), with
 `round` and `prune_level` equal to the level, so `tf_lth.plot` draws both side by side.
 """
@@ -25,7 +27,7 @@ import subprocess
 import sys
 
 from tf_lth import config as config_lib
-from tf_lth import run_files
+from tf_lth import preemption, run_files
 from tf_lth.config import ConfigError
 from tf_lth.data import DataError
 from trainers import runs
@@ -67,20 +69,25 @@ def run_level(config, level: int, log=print, timeout: float | None = None) -> di
     run_files.write_json(spec_path, {"config": config_lib.to_dict(config), "level": level,
                                      "out_dir": folder})
     stderr_path = os.path.join(folder, "worker.log")
+    _stop_if_requested(level)
     with open(stderr_path, "wb") as stderr:
         process = subprocess.Popen(
             [sys.executable, WORKER, spec_path], stdout=subprocess.PIPE, stderr=stderr,
             env=worker_env(), cwd=ROOT, text=True,
         )
-        try:
-            for line in process.stdout:
-                log(line.rstrip("\n"))
-            status = process.wait(timeout=timeout)
-        except BaseException:
-            process.kill()
-            process.wait()
-            raise
+        # SIGTERM/SIGINT reach the worker too; it stops at its next step and the level is
+        # trained again by --resume (DONE is only written below, after it succeeded).
+        with preemption.forwarding(process.pid):
+            try:
+                for line in process.stdout:
+                    log(line.rstrip("\n"))
+                status = process.wait(timeout=timeout)
+            except BaseException:
+                process.kill()
+                process.wait()
+                raise
     if status != 0:
+        _stop_if_requested(level)
         message = _last_error(stderr_path) or f"exit status {status}, see {stderr_path}"
         if status == EXIT_CONFIG:
             raise ConfigError(message)
@@ -90,6 +97,14 @@ def run_level(config, level: int, log=print, timeout: float | None = None) -> di
     record = run_files.read_json(os.path.join(folder, "record.json"))
     run_files.mark_done(config.run_dir, level)  # written last: the level is complete
     return record
+
+
+def _stop_if_requested(level: int) -> None:
+    """Raises Preempted when SIGTERM or SIGINT arrived: the level (not DONE) is redone."""
+    signum = preemption.requested()
+    if signum:
+        raise preemption.Preempted(
+            signum, where=f"level {level}, which --resume trains again from its start")
 
 
 def _last_error(path: str) -> str:

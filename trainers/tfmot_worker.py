@@ -27,6 +27,7 @@ import sys
 import time
 
 EXIT_CONFIG, EXIT_DATA = 2, 6  # the same statuses as trainers/tfmot_baseline.py
+_PARENT = os.getppid()  # the tfmot_baseline run; when it is gone, the worker stops
 
 # (conv filters per block, dense units before the output layer), as in tf_lth.models.
 CONV_ARCHS = {
@@ -252,6 +253,7 @@ def run(spec: dict) -> dict:
     started = time.time()
     loss_sum, loss_count = tf.constant(0.0), 0
     for iteration in range(1, iterations + 1):
+        _stop_if_signalled(level, iteration - 1)
         images, labels = next(batches)
         loss_sum += train_step(images, labels)
         loss_count += 1
@@ -309,6 +311,23 @@ def run(spec: dict) -> dict:
     return record
 
 
+def _stop_if_signalled(level: int, iteration: int) -> None:
+    """Exits between steps on SIGTERM or SIGINT (passed on by tfmot_baseline.py), or when
+    the parent is gone: the level has no DONE marker, so --resume trains it again."""
+    from tf_lth import preemption
+
+    signum = preemption.requested()
+    if signum:
+        sys.stderr.write(f"level {level}: stopped by {preemption.signal_name(signum)} at "
+                         f"iteration {iteration}; --resume trains this level again\n")
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(128 + signum)  # no teardown (seconds): every file written is closed
+    if os.getppid() != _PARENT:
+        sys.stderr.write(f"level {level}: the run that started this worker is gone\n")
+        sys.exit(1)
+
+
 def evaluate_plain(model, images, labels, size=2500):
     """(mean loss, accuracy) of a plain (stripped) tf_keras model."""
     import numpy as np
@@ -331,6 +350,9 @@ def main(argv) -> int:
         _fail("usage: tfmot_worker.py ROUND_DIR/worker_spec.json", EXIT_CONFIG)
     with open(argv[1], encoding="utf-8") as stream:
         spec = json.load(stream)
+    from tf_lth import preemption
+
+    preemption.install()  # SIGTERM/SIGINT: stop at the next training step
     run(spec)
     return 0
 
