@@ -28,20 +28,30 @@ def arguments(description, **defaults):
     return args
 
 
-def mnist(num_train):
-    """(x_train, y_train, x_test, y_test, source): images (N, 28, 28, 1) in [0, 1]."""
-    from tf_lth import data
+def mnist(num_train, num_test=2000):
+    """(x_train, y_train, x_test, y_test, source): images (N, 28, 28, 1) in [0, 1].
 
+    The first `num_train` training images (MNIST's last 5,000 are validation, never used
+    here) and the first `num_test` test images.
+    """
     folder = os.environ.get("TFDS_DATA_DIR")
     if folder and os.path.isdir(os.path.join(folder, "mnist")):
-        loaded = data.load("mnist", folder, download=False)
-        source = "real MNIST"
-    else:
-        loaded = data.synthetic((28, 28, 1), num_train=num_train, num_val=10, num_test=1000,
-                                name="synthetic_mnist")
-        source = "synthetic MNIST-shaped data (set TFDS_DATA_DIR for real MNIST)"
-    return (loaded.train_images[:num_train], loaded.train_labels[:num_train],
-            loaded.test_images, loaded.test_labels, source)
+        import tensorflow_datasets as tfds
+
+        def split(name):
+            data = tfds.as_numpy(tfds.load("mnist", split=name, data_dir=folder, batch_size=-1,
+                                           download=False))
+            return data["image"].astype("float32") / 255.0, data["label"].astype("int32")
+
+        x, y = split(f"train[:{min(num_train, 55000)}]")
+        x_test, y_test = split(f"test[:{num_test}]")
+        return x, y, x_test, y_test, "real MNIST"
+    from tf_lth import data
+
+    loaded = data.synthetic((28, 28, 1), num_train=num_train, num_val=10, num_test=num_test,
+                            name="synthetic_mnist")
+    return (loaded.train_images, loaded.train_labels, loaded.test_images, loaded.test_labels,
+            "synthetic MNIST-shaped data (set TFDS_DATA_DIR for real MNIST)")
 
 
 def export_and_check(model, inputs, folder, tolerance=1e-5):

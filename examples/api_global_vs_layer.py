@@ -20,7 +20,7 @@ from _api_common import arguments, mnist
 from tf_lth import models
 
 args = arguments(__doc__.splitlines()[0], epochs=2.0, rounds=15, seed=0)
-x, y, x_test, y_test, source = mnist(55000)
+x, y, x_test, y_test, source = mnist(55000, num_test=10000)
 print(f"data: {source}, {len(x)} training images, {args.epochs} epochs per round")
 RATES = {"dense_1": 0.2, "dense_2": 0.2, "output": 0.1}
 steps = max(1, int(args.epochs * len(x) / args.batch_size))
