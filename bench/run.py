@@ -111,8 +111,8 @@ def masked_model(arch: str, shape, seed: int = 0, supermask: bool = False):
     model = models.build(arch, shape, 10, seed=seed, **options)
     if supermask:
         for layer in masked_layers(model):
-            kernel = np.array(layer._kernel)
-            layer._kernel.assign((np.sign(kernel) * np.std(kernel)).astype(np.float32))
+            kernel = np.array(layer.kernel_variable)
+            layer.kernel_variable.assign((np.sign(kernel) * np.std(kernel)).astype(np.float32))
     return model
 
 
@@ -146,7 +146,7 @@ def apply_lottery_masks(model, arch: str, rounds: int, w_final=None, block: int 
     rates = rates_of(model, arch)
     kept = size = 0
     for layer in masked_layers(model):
-        w_init = layer._kernel.numpy()
+        w_init = layer.kernel_variable.numpy()
         final = w_init if w_final is None else w_final[layer.name]
         mask = masks.one_shot_mask(criterion, w_init, final, rates[layer.name], rounds,
                                    rng=rng, block=block)
@@ -394,7 +394,7 @@ def trained_fc(state_path: str, shape):
 
     model = masked_model("fc", shape, seed=0)
     set_model_state(model, run_files.load_arrays(state_path))
-    return model, {layer.name: layer._kernel.numpy() for layer in masked_layers(model)}
+    return model, {layer.name: layer.kernel_variable.numpy() for layer in masked_layers(model)}
 
 
 def export_figures(data, trained_state: str, out_dir: str, repeats: int) -> dict:

@@ -329,6 +329,10 @@ class Trainer:
                              f"{self.replicas} replicas.")
         device = self.device_data(data)
         order = data.batch_order(batch_size, schedule.seed)
+        if self.train_tracing_count == 0:  # compile now (a call of zero steps), not timed
+            self._call("_train_call", device.train_images, device.train_labels,
+                       tf.zeros((self.steps_per_call, batch_size), tf.int32),
+                       tf.constant(0, tf.int32))
         history = list(history or [])
         if start_iteration == 0 and not history:
             record = self.evaluate_splits(data, 0)

@@ -286,7 +286,7 @@ def kernel_gradients(model, data, num_examples: int = 1000) -> dict:
         logits = model(images, training=False)
         loss = tf.reduce_mean(keras.losses.sparse_categorical_crossentropy(
             labels, logits, from_logits=True))
-    kernels = [layer._kernel for layer in layers]
+    kernels = [layer.kernel_variable for layer in layers]
     gradients = tape.gradient(loss, kernels)
-    return {layer.name: np.zeros(layer._kernel.shape, np.float32) if grad is None
+    return {layer.name: np.zeros(layer.kernel_variable.shape, np.float32) if grad is None
             else np.array(grad) for layer, grad in zip(layers, gradients)}

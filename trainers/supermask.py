@@ -122,7 +122,7 @@ class UntrainedSupermaskRun:
                     for layer in layers:
                         mask = layer_masks[layer.name]
                         layer.mask.assign(mask)
-                        layer._kernel.assign(
+                        layer.kernel_variable.assign(
                             treated_kernel(treatment, w_init[layer.name], mask).astype(np.float32))
                     [(test_loss, test_accuracy)] = trainer.evaluate(self.data)
                     record = {
