@@ -23,8 +23,12 @@ def arguments(description, **defaults):
     for name, value in defaults.items():
         if name not in ("steps", "batch_size"):
             parser.add_argument(f"--{name}", type=type(value), default=value)
+    parser.add_argument("--random_seed", type=int, default=0, help="keras.utils.set_random_seed")
     args = parser.parse_args()
     args.out = args.out or tempfile.mkdtemp(prefix="tf_lth_example_")
+    import keras
+
+    keras.utils.set_random_seed(args.random_seed)  # initial weights, shuffling, dropout
     return args
 
 
