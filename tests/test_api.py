@@ -128,6 +128,8 @@ def test_layers_argument_names_or_predicate_and_clear_errors():
         tf_lth.masked(flat)
     with pytest.raises(ValueError, match="needs a built model"):
         tf_lth.masked(Subclassed())
+    with pytest.raises(ValueError, match=r"Unknown layer options \['mask_blok'\]"):
+        tf_lth.masked(_functional_cnn(), mask_blok=4)
 
 
 def test_layers_with_kernels_left_alone_are_named_in_a_warning():

@@ -21,6 +21,7 @@ import keras
 import numpy as np
 
 from tf_lth.layers import (
+    MASK_OPTION_NAMES,
     MASKED_KINDS,
     MaskedMixin,
     mask_layer_in_place,
@@ -168,6 +169,10 @@ def masked(
             f"Unknown batchnorm {batchnorm!r}. Allowed: {', '.join(BATCHNORM_MODES)}. "
             f"Received: batchnorm={batchnorm!r}"
         )
+    unknown = sorted(set(layer_options) - set(MASK_OPTION_NAMES))
+    if unknown or "supermask" in layer_options:
+        allowed = ", ".join(name for name in MASK_OPTION_NAMES if name != "supermask")
+        raise ValueError(f"Unknown layer options {unknown or ['supermask']}. Allowed: {allowed}.")
     if not model.built:
         raise ValueError(
             "masked(model) needs a built model: give it a keras.Input, or call it once on a "
