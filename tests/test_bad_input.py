@@ -7,6 +7,10 @@ line on stderr apart from TensorFlow's own start-up chatter; no traceback; an ex
 directory (made once by a tiny real run) is unchanged, byte for byte and mtime for mtime;
 and a fresh --run_dir given to the case is not created.
 
+Two cases come from running on a cluster: a run directory another live process holds
+(refused naming its pid, before TensorFlow loads) and a run directory on a full disk at
+the start (a disk that fills during a run exits with status 3: tests/test_cluster.py).
+
 Most cases are rejected before TensorFlow is imported (well under a second each). Cases
 that need TensorFlow (tfds look-ups, a dataset's image shape, the export command) are
 started together, once, by the `slow_results` fixture, so they overlap.
@@ -61,8 +65,9 @@ def snapshot(folder: str) -> dict:
 
 # ---- the run directories the cases point at --------------------------------------------
 @pytest.fixture(scope="module")
-def world(tmp_path_factory):
-    """An existing tiny run, its variants, flagfiles and a tiny tfds dataset."""
+def world(tmp_path_factory, request):
+    """An existing tiny run, its variants (one held by a live process), flagfiles, a tiny
+    tfds dataset and a full filesystem (a filled 1 MiB tmpfs; None where mounting fails)."""
     root = tmp_path_factory.mktemp("bad_input")
     existing = str(root / "existing")
     process = subprocess.run(_command("tf_lth.train", BASE + [f"--run_dir={existing}"]),
@@ -82,6 +87,15 @@ def world(tmp_path_factory):
     (foreign / "thesis.tex").write_text("precious\n")
     empty_data = root / "empty_tfds"
     empty_data.mkdir()
+    locked = str(root / "locked_run")
+    shutil.copytree(existing, locked)
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import time; from tf_lth import run_lock; "
+         f"run_lock.acquire({locked!r}); print('held', flush=True); time.sleep(3600)"],
+        cwd=ROOT, env=_env(), stdout=subprocess.PIPE, text=True)
+    request.addfinalizer(holder.kill)
+    assert holder.stdout.readline().strip() == "held"
+    full_disk = _full_tmpfs(str(root / "full_disk"), request)
 
     flagfiles = {}
     for name, payload in {
@@ -96,7 +110,26 @@ def world(tmp_path_factory):
         flagfiles[name] = str(path)
     return dict(root=str(root), existing=existing, no_weights=no_weights, no_round=no_round,
                 foreign=str(foreign), empty_data=str(empty_data), flagfiles=flagfiles,
+                locked=locked, holder_pid=holder.pid, full_disk=full_disk,
                 fresh=str(root / "fresh" / "run"), tiny=_tiny_tfds(str(root / "tfds")))
+
+
+def _full_tmpfs(mount_point: str, request):
+    """A 1 MiB tmpfs at `mount_point` filled by a ballast file, or None where mounting is
+    not permitted (the full-disk case is then skipped)."""
+    os.makedirs(mount_point)
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", mount_point],
+                             capture_output=True)
+    if mounted.returncode != 0:
+        return None
+    request.addfinalizer(lambda: subprocess.run(["umount", "-l", mount_point]))
+    with open(os.path.join(mount_point, "ballast"), "wb", buffering=0) as stream:
+        try:
+            while True:
+                stream.write(b"\0" * 65536)
+        except OSError:
+            pass  # full
+    return mount_point
 
 
 def _tiny_tfds(data_dir: str) -> str:
@@ -193,6 +226,15 @@ FAST = [
      ["--experiment=untrained_supermask", "--source_run={root}/no_such_run"], "--source_run"),
     ("source_run_without_final_weights", "fresh",
      ["--experiment=untrained_supermask", "--source_run={no_weights}"], "final.npz"),
+    # running on a cluster: a live process holds the run directory; a full disk at the start
+    ("resume_of_a_run_in_use", "raw", BASE + ["--resume", "--run_dir={locked}"],
+     "in use by process {holder_pid}"),
+    ("overwrite_of_a_run_in_use", "raw", BASE + ["--overwrite", "--run_dir={locked}"],
+     "in use by process {holder_pid}"),
+    ("export_of_a_run_in_use", "export", ["--run_dir={locked}", "--formats=saved_model"],
+     "in use by process {holder_pid}"),
+    ("run_dir_on_a_full_disk", "raw", BASE + ["--run_dir={full_disk}/run"],
+     "No space left on device"),
 ]
 SLOW = [
     ("unknown_dataset", "fresh", ["--dataset=no_such_dataset_xyz"], "--dataset"),
@@ -228,26 +270,30 @@ def _check(world, before, result, expected):
     assert lines, "nothing on stderr"
     last = lines[-1]
     assert last.startswith("error: "), last
+    expected = expected.format(**world)
     assert expected in last, (expected, last)
     ours = [line for line in lines if not _is_noise(line)]
     assert ours == [last], ours  # one line
     assert len(last) < 600
-    for name, folder in (("existing", world["existing"]), ("foreign", world["foreign"]),
-                         ("no_weights", world["no_weights"]), ("no_round", world["no_round"])):
-        assert snapshot(folder) == before[name], f"{name} run directory changed"
+    for name, folder in before.items():
+        assert snapshot(world[name]) == folder, f"{name} run directory changed"
     assert not os.path.exists(world["fresh"]), "a fresh --run_dir was created"
     assert not os.path.exists(os.path.dirname(world["fresh"])), "--run_dir's parent was created"
 
 
 @pytest.fixture(scope="module")
 def before(world):
-    return {name: snapshot(world[name]) for name in ("existing", "foreign", "no_weights",
-                                                     "no_round")}
+    names = ["existing", "foreign", "no_weights", "no_round", "locked"]
+    if world["full_disk"]:
+        names.append("full_disk")
+    return {name: snapshot(world[name]) for name in names}
 
 
 @pytest.mark.parametrize("case_id,kind,args,expected", FAST, ids=[case[0] for case in FAST])
 def test_bad_input_is_refused_before_anything_runs(world, before, case_id, kind, args,
                                                    expected):
+    if "{full_disk}" in " ".join(args) and not world["full_disk"]:
+        pytest.skip("mounting a small tmpfs is not permitted here")
     process = subprocess.run(_case_command(world, kind, args), cwd=ROOT, env=_env(),
                              capture_output=True, text=True, timeout=300)
     _check(world, before, (process.returncode, process.stdout, process.stderr), expected)
