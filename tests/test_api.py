@@ -397,3 +397,23 @@ def test_unbuilt_layers_are_left_alone_with_a_warning_and_supermask_needs_fresh_
     assert [layer.name for layer in masked_layers(model)] == [model.used.name]
     with pytest.raises(ValueError, match="already masked without a supermask"):
         tf_lth.masked(model, supermask=True)
+
+
+@pytest.mark.parametrize("scope", ["layer", "global"])
+def test_prune_takes_every_criterion_in_both_scopes_and_1x4_blocks(scope):
+    from tf_lth import masks
+
+    model = tf_lth.masked(keras.Sequential([keras.Input((8,)), keras.layers.Dense(8),
+                                            keras.layers.Dense(4)]))
+    model.compile("sgd", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    reference = tf_lth.weights_state(model)
+    for variable in model.trainable_variables:  # "training" moves every weight
+        variable.assign(variable + RNG.normal(scale=0.1, size=variable.shape).astype("f"))
+    data = (RNG.uniform(size=(16, 8)).astype("f"), RNG.integers(0, 4, 16))
+    for criterion in masks.CRITERIA:
+        fresh = {key: np.ones_like(mask) for key, mask in tf_lth.get_masks(model).items()}
+        tf_lth.set_masks(model, fresh)
+        result = tf_lth.prune(model, 0.5, criterion=criterion, reference=reference,
+                              scope=scope, data=data, block="1x4")
+        assert sum(m.sum() for m in result.values()) == 48, criterion  # 96 - floor(0.5 x 96)
+        assert all(masks.is_block_structured(m, 4) for m in result.values()), criterion
