@@ -8,7 +8,10 @@ Core layer of tf_lth: standard library only, no TensorFlow.
   (143 for SIGTERM, 130 for SIGINT). `--resume` continues from that checkpoint.
 - A second signal exits at once with 128 + its number, even in the middle of a long
   compiled call: run files are only ever replaced atomically (temporary file, then
-  rename), so what was already written stays whole.
+  rename), so what was already written stays whole. A signal within
+  `DUPLICATE_WINDOW_S` of the first is the same request delivered twice, not a second one:
+  schedulers signal every process of a job (Slurm's scancel, a terminal's Ctrl-C), and a
+  parent forwards the signal to its child as well.
 - `forwarding(pid)` passes the signals on to a child process (the tfmot worker, a
   reproduce sub-run) while it runs; a second signal kills the child before exiting.
 
@@ -24,12 +27,15 @@ import contextlib
 import os
 import signal
 import threading
+import time
 
 SIGNALS = (signal.SIGTERM, signal.SIGINT)
+DUPLICATE_WINDOW_S = 1.0
 
 _lock = threading.Lock()
 _pending: int | None = None  # the first signal received, until reset()
 _count = 0  # signals received (counted by the watcher thread)
+_first_at = 0.0  # time.monotonic() of the first
 _installed = False
 _previous: dict = {}  # signal number -> handler before install()
 _pipe: tuple | None = None  # (read fd, write fd) of the wakeup pipe
@@ -79,16 +85,21 @@ def _record(signum: int) -> None:
 def _python_handler(signum, frame) -> None:
     # Runs in the main thread between bytecodes. The watcher thread counts the signal (it
     # may even have done so already); this handler only replaces the default action
-    # (terminate, or KeyboardInterrupt for SIGINT) and records the signal in case the
-    # watcher is not running (another library took over the wakeup fd).
+    # (terminate, or KeyboardInterrupt for SIGINT) and records the signal; it counts the
+    # signal itself only where install() could not start the watcher.
     _record(signum)
     if _pipe is None:
         _count_signal(signum)
 
 
 def _count_signal(signum: int) -> None:
-    global _count
+    global _count, _first_at
     with _lock:
+        now = time.monotonic()
+        if _count and now - _first_at < DUPLICATE_WINDOW_S:
+            return  # the first request again (see DUPLICATE_WINDOW_S)
+        if not _count:
+            _first_at = now
         _count += 1
         count = _count
         _record(signum)

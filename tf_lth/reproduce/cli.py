@@ -26,12 +26,11 @@ import argparse
 import dataclasses
 import os
 import platform
-import signal
 import subprocess
 import sys
 import time
 
-from tf_lth import run_files
+from tf_lth import preemption, run_files
 from tf_lth.reproduce import ROOT
 from tf_lth.reproduce.execute import now, run_all
 from tf_lth.reproduce.paper import BUDGETS, PRESETS, budget_for, budget_from_dict
@@ -133,9 +132,9 @@ def _selected(runs: list, only: list) -> list:
 
 def _train(arguments, runs: list, only: list, out_dir: str, state: dict,
            state_path: str) -> None:
-    # SIGTERM unwinds like Ctrl-C, so the running sub-run is stopped, not orphaned; its
-    # completed rounds stay and the next invocation resumes it.
-    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
+    # SIGTERM and SIGINT are passed on to the running sub-runs, which checkpoint and stop,
+    # not orphaned; the next invocation resumes them (tf_lth/reproduce/execute.py).
+    preemption.install()
     state.setdefault("started", now())
     started = time.time()
     run_all(_selected(runs, only), out_dir, arguments.data_dir, state, state_path,

@@ -2,7 +2,10 @@
 
 Resumable: a complete sub-run is skipped, an unfinished one continues with `--resume`.
 A failed sub-run is recorded with its error and the rest go on. After each sub-run a line
-gives the progress of the whole plan and the time left (`Progress`).
+gives the progress of the whole plan and the time left (`Progress`). Once the CLI has
+installed `tf_lth.preemption`, SIGTERM or SIGINT is passed on to the running sub-runs,
+which checkpoint and stop; no further sub-run starts, and the command exits with 143 or
+130 (the next invocation resumes).
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ import sys
 import threading
 import time
 
-from tf_lth import run_files
+from tf_lth import preemption, run_files
 from tf_lth.reproduce import ROOT
 from tf_lth.reproduce.plan import SubRun, minutes, total_estimate
 
@@ -130,11 +133,14 @@ def execute(run: SubRun, out_dir: str, data_dir: str | None, log, threads: int |
         timer = threading.Timer(timeout, process.kill)
         timer.start()
         try:
-            returncode = _stream(process, stream, run, log)
+            with preemption.forwarding(process.pid):  # the sub-run checkpoints and stops
+                returncode = _stream(process, stream, run, log)
         finally:
             timer.cancel()
     seconds = time.time() - started
-    record = {"status": "done" if returncode == 0 else "failed", "returncode": returncode,
+    stopped = returncode != 0 and preemption.requested()
+    record = {"status": "done" if returncode == 0 else "stopped" if stopped else "failed",
+              "returncode": returncode,
               "seconds": seconds, "log": os.path.relpath(log_path, out_dir),
               "estimate_s": run.estimate_s}
     if returncode == 0 and run.kind == "export":
@@ -225,6 +231,8 @@ def run_all(runs: list, out_dir: str, data_dir: str | None, state: dict, state_p
         run_files.write_json(state_path, state)
 
     def work(run):
+        if preemption.requested():
+            return  # stopping: the sub-run stays pending for the next invocation
         missing = [dep for dep in run.depends if status.get(dep, {}).get("status") != "done"]
         if missing:
             record = {"status": "skipped", "error": f"needs {', '.join(missing)}, which did "
@@ -249,6 +257,11 @@ def run_all(runs: list, out_dir: str, data_dir: str | None, state: dict, state_p
     else:
         _run_parallel(pending, jobs, work)
     save()
+    signum = preemption.requested()
+    if signum:
+        sys.stderr.write(f"stopped by {preemption.signal_name(signum)}: the running sub-runs "
+                         "checkpointed; run the same command again to resume\n")
+        raise SystemExit(128 + signum)
     return status
 
 
