@@ -68,7 +68,7 @@ def main(argv) -> int:
     try:
         signum = preemption.requested()
         if signum:
-            raise preemption.Preempted(signum, where="before training started")
+            raise preemption.Preempted(signum, where="the start of training")
         trainers.run(config, data=data)
     except preemption.Preempted as error:
         sys.stderr.write(f"{error}\n")  # the one line: where it stopped, how to go on
