@@ -247,6 +247,7 @@ class RoundFiles(RoundHooks):
 
     def save_checkpoint(self, iteration: int, history: list) -> None:
         """Model, optimizer and history at `iteration`, swapped in as one directory."""
+        self.run.tb_writer.flush()  # TensorBoard keeps what precedes the checkpoint too
         temporary = tempfile.mkdtemp(prefix=".checkpoint-", dir=self.folder)
         self.run.trainer.checkpoint().write(os.path.join(temporary, "ckpt"))
         run_files.write_json(os.path.join(temporary, "state.json"),
