@@ -15,7 +15,9 @@ STRATEGIES = ("default", "mirrored", "multi_worker", "tpu")
 EXPORT_FORMATS = ("saved_model", "tflite", "tflite_sparse", "tflite_int8", "tflite_sparse_int8")
 WEIGHT_TREATMENTS = ("init", "signed_constant", "rescaled")
 SUPERMASK_WEIGHTS = ("init", "signed_constant")
-MASK_SAMPLINGS = ("bernoulli", "round")
+MASK_SAMPLINGS = ("bernoulli", "round", "topk")
+CONTROLS = ("random", "reinit")  # docs/semantics.md: a ticket against its controls
+LR_SCHEDULES = ("constant", "cosine")
 SUPERMASK_EXPORTS = ("expected", "sample")
 MASK_BLOCKS = ("1x1", "1x4")
 PRUNE_SCOPES = ("layer", "global")
@@ -74,6 +76,10 @@ class Config:
     sigmoid_bias: float = 0.0
     constant_multiplier: float = 1.0
     mask_sampling: str = "bernoulli"
+    keep_fraction: float = 0.5
+    lr_schedule: str = "constant"
+    weight_decay: float = 0.0
+    controls: tuple = ()
     dynamic_scaling: bool = False
     eval_samples: int = 10
     supermask_export: str = "expected"
@@ -170,7 +176,7 @@ def make(**values) -> Config:
         if values.get(key) is None:
             values.pop(key, None)
     values["prune_rates"] = parse_prune_rates(values.get("prune_rates") or "", arch)
-    for key in ("prune_levels", "weight_treatments", "export"):
+    for key in ("prune_levels", "weight_treatments", "export", "controls"):
         if isinstance(values.get(key), str):
             values[key] = tuple(item for item in values[key].split(",") if item)
     if "prune_levels" in values:
@@ -206,6 +212,21 @@ def make(**values) -> Config:
         _choice("weight_treatments", item, WEIGHT_TREATMENTS)
     for item in config.export:
         _choice("export", item, EXPORT_FORMATS)
+    for item in config.controls:
+        _choice("controls", item, CONTROLS)
+    if len(set(config.controls)) != len(config.controls):
+        raise ConfigError(f"--controls={','.join(config.controls)!r} repeats a control; "
+                          f"allowed: each of {', '.join(CONTROLS)} at most once.")
+    if config.controls and config.experiment != "lottery":
+        raise ConfigError(f"--controls needs --experiment=lottery (got {config.experiment!r}); "
+                          "allowed: controls of a lottery run's pruned rounds.")
+    _choice("lr_schedule", config.lr_schedule, LR_SCHEDULES)
+    if not 0.0 < config.keep_fraction <= 1.0:
+        raise ConfigError(f"--keep_fraction={config.keep_fraction} is not allowed; "
+                          "allowed: 0 < keep_fraction <= 1.")
+    if not config.weight_decay >= 0.0:
+        raise ConfigError(f"--weight_decay={config.weight_decay} is not allowed; "
+                          "allowed: a number >= 0.")
     _positive("batch_size", config.batch_size, integer=True)
     _positive("learning_rate", config.learning_rate)
     _positive("epochs", config.epochs)
@@ -251,6 +272,7 @@ RUN_IDENTITY = (
     "learning_rate", "momentum", "seed", "criterion", "rounds", "prune_rates", "one_shot",
     "rewind_iteration", "mask_one_action", "mask_zero_action", "mask_block", "validation_size",
     "supermask_weights", "sigmoid_bias", "constant_multiplier", "mask_sampling",
+    "keep_fraction", "lr_schedule", "weight_decay", "controls",
     "dynamic_scaling", "prune_levels", "weight_treatments", "source_run", "eval_every",
 )
 
@@ -258,6 +280,6 @@ RUN_IDENTITY = (
 def to_dict(config: Config) -> dict:
     result = dataclasses.asdict(config)
     result["prune_rates"] = dict(config.prune_rates)
-    for key in ("prune_levels", "weight_treatments", "export"):
+    for key in ("prune_levels", "weight_treatments", "export", "controls"):
         result[key] = list(result[key])
     return result

@@ -72,7 +72,15 @@ def define_flags() -> None:
             "signed_constant.")
     _define("float", "sigmoid_bias", 0.0, "Initial mask logit (0 means p = 0.5).")
     _define("float", "constant_multiplier", 1.0, "Multiplier of the signed constant.")
-    _define("string", "mask_sampling", "bernoulli", "bernoulli or round (the paper's variant).")
+    _define("string", "mask_sampling", "bernoulli", "bernoulli, round (the paper's variant) "
+            "or topk (edge-popup: the top --keep_fraction of |score| per layer).")
+    _define("float", "keep_fraction", 0.5, "Fraction of weights (or blocks) per layer that "
+            "--mask_sampling=topk keeps.")
+    _define("string", "lr_schedule", "constant", "constant or cosine (decay to 0 over the round).")
+    _define("float", "weight_decay", 0.0, "Decoupled weight decay of the optimizer (0: none).")
+    _define("string", "controls", "", "Lottery controls trained at every pruned round: a "
+            "comma list of random (random mask, same per-layer counts) and reinit (the "
+            "ticket's mask, fresh initialisation).")
     _define("boolean", "dynamic_scaling", False, "Rescale kernels by size / kept every step.")
     _define("integer", "eval_samples", 10, "Sampled masks averaged at evaluation.")
     _define("string", "supermask_export", "expected", "Mask a learned supermask exports: "

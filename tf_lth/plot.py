@@ -2,7 +2,8 @@
 
 CLI layer, and the figures of `python -m tf_lth.reproduce`. Lottery and baseline runs: test
 accuracy at the best-validation point against percent of weights remaining (log axis,
-sparser to the right), one line per run, the dense baseline dashed. Untrained-supermask
+sparser to the right), one line per run, the dense baseline dashed, a run's `--controls`
+(random mask, reinitialised ticket) dashed beside it. Untrained-supermask
 runs: one line per criterion and weight treatment.
 
 Every figure here takes plain data (`Series`: a label, x and y in percent, a matplotlib
@@ -209,9 +210,25 @@ def run_series(results: list) -> tuple:
         if pruned:
             x, y = _by_weights(pruned, lambda r: r["best"]["test_accuracy"])
             series.append(Series(run_label(result), x, y, {"markersize": 6}))
+            series += control_series(run_label(result), pruned)
     if dense is not None:
         dense.style = {"color": "black", "linestyle": "--"}
     return series, dense
+
+
+def control_series(label: str, pruned: list) -> list:
+    """Dashed lines of a lottery run's `--controls`, at the ticket's weights remaining
+    (same kept counts), test accuracy at each control's best validation loss."""
+    kinds = []
+    for record in pruned:
+        kinds += [kind for kind in record.get("controls", {}) if kind not in kinds]
+    lines = []
+    for kind in kinds:
+        records = [r for r in pruned if kind in r.get("controls", {})]
+        x, y = _by_weights(records, lambda r: r["controls"][kind]["best"]["test_accuracy"])
+        lines.append(Series(f"{label}: {kind} control", x, y,
+                            {"linestyle": "--", "markersize": 4}))
+    return lines
 
 
 def plot_runs(run_dirs: list, out: str, title: str | None = None) -> str:

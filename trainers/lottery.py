@@ -69,9 +69,11 @@ class LotteryRun:
                 self._prune_round(round_index)
             self._train_round(round_index)
             records = runs.round_records(self.config.run_dir)
-            runs.write_results(self.config.run_dir, self.config, records)
+            runs.write_results(self.config.run_dir, self.config, records,
+                               extra=controls_summary(records))
         records = runs.round_records(self.config.run_dir)
-        runs.write_results(self.config.run_dir, self.config, records)
+        runs.write_results(self.config.run_dir, self.config, records,
+                           extra=controls_summary(records))
         return records
 
     # ---- between rounds ------------------------------------------------------------
@@ -159,13 +161,7 @@ class LotteryRun:
         weights_remaining, layer_fractions = mask_summary(self.model)
         self.log(f"round {round_index}: {100 * weights_remaining:.2f}% of weights remaining, "
                  f"{self.iterations} iterations")
-        schedule = Schedule(
-            iterations=self.iterations, batch_size=config.batch_size,
-            seed=self._data_seed(round_index), eval_every=config.eval_every,
-            checkpoint_every=config.checkpoint_every,
-            snapshot_at=(config.rewind_iteration,) if round_index == 0
-            and config.rewind_iteration > 0 else (),
-            round_index=round_index, label=f"round {round_index}", progress=config.progress)
+        schedule = self.round_schedule(round_index)
         metrics = self.trainer.fit(self.data, schedule, files, start_iteration, history)
         self.tb_writer.flush()
         history = metrics.pop("history")
@@ -189,9 +185,154 @@ class LotteryRun:
 
     def _finish_round(self, round_index: int, folder: str, record: dict) -> None:
         """Extra round files and record entries, written before the DONE marker."""
+        if round_index > 0 and getattr(self.config, "controls", ()):
+            ControlRuns(self).train(round_index, folder, record)
+
+    def round_schedule(self, round_index: int, control: str | None = None) -> Schedule:
+        """The round's Schedule; a control's has the same budget and data order but no
+        checkpoints or rewind snapshots."""
+        config = self.config
+        return Schedule(
+            iterations=self.iterations, batch_size=config.batch_size,
+            seed=self._data_seed(round_index), eval_every=config.eval_every,
+            checkpoint_every=0 if control else config.checkpoint_every,
+            snapshot_at=(config.rewind_iteration,) if round_index == 0 and not control
+            and config.rewind_iteration > 0 else (),
+            round_index=round_index,
+            label=f"round {round_index}" + (f" {control} control" if control else ""),
+            progress=config.progress)
 
     def _data_seed(self, round_index: int) -> int:
         return self.config.seed * 1000 + round_index
+
+
+CONTROL_PURPOSES = {"random": 11, "reinit": 12}  # rng purposes; 1 is the ticket's mask
+
+
+class ControlRuns:
+    """The controls of a pruned round (`--controls`, docs/semantics.md, "Controls").
+
+    After the ticket's round trains, each control starts from the round's own starting
+    point with one change, and trains on the same budget, Schedule and data order:
+    `random` keeps the ticket's per-layer kept counts at random positions (reset weights,
+    the same mask-0 action); `reinit` keeps the ticket's mask on a fresh seeded
+    initialisation. The ticket's trained state is restored afterwards. Nothing is
+    checkpointed: the round's DONE marker covers its controls, so a resumed run redoes
+    an unfinished round, controls included, and never a finished one.
+    """
+
+    def __init__(self, run: LotteryRun):
+        self.run = run
+
+    def train(self, round_index: int, folder: str, record: dict) -> None:
+        run, config = self.run, self.run.config
+        ticket_state = model_state(run.model)
+        start_state = run_files.load_arrays(os.path.join(folder, "initial.npz"))
+        results = {}
+        for kind in config.controls:
+            set_model_state(run.model, start_state, source="round start")
+            self.apply(kind, round_index)
+            run.trainer.reset_optimizer()
+            run.trainer.set_learning_rate(config.learning_rate)
+            weights_remaining, layer_fractions = mask_summary(run.model)
+            metrics = run.trainer.fit(run.data, run.round_schedule(round_index, control=kind))
+            metrics.pop("history")
+            results[kind] = {"weights_remaining": weights_remaining,
+                             "layers": layer_fractions, **metrics}
+        set_model_state(run.model, ticket_state, source="ticket state")
+        record["controls"] = results
+        record["ticket_beats_controls"] = verdict(record)
+        run.log(verdict_line(record))
+
+    def control_masks(self, kind: str, round_index: int) -> dict:
+        """The control's mask per layer, from the ticket's masks now in the model."""
+        run = self.run
+        ticket = {layer.name: np.array(layer.mask) for layer in run.layers}
+        if kind == "reinit":
+            return ticket
+        rng = run._rng(round_index, CONTROL_PURPOSES[kind])
+        return {name: random_mask_like(mask, rng) for name, mask in ticket.items()}
+
+    def apply(self, kind: str, round_index: int) -> None:
+        """Sets the control's kernels, masks and frozen values on the model."""
+        run, config = self.run, self.run.config
+        controls = self.control_masks(kind, round_index)
+        reset = run._reset_state()
+        w_init = runs.kernels_from_state(reset, run.layer_names)
+        previous = run_files.round_dir(config.run_dir, 0 if config.one_shot else round_index - 1)
+        w_final = runs.kernels_from_state(
+            run_files.load_arrays(os.path.join(previous, "final.npz")), run.layer_names)
+        previous_masks = run_files.load_arrays(os.path.join(previous, "masks.npz"))
+        previous_frozen = run_files.load_arrays(os.path.join(previous, "frozen.npz"))
+        rng = run._rng(round_index, CONTROL_PURPOSES[kind] + 100)
+        for index, layer in enumerate(run.layers):
+            name, mask = layer.name, controls[layer.name]
+            init = w_init[name]
+            if kind == "reinit":
+                init = fresh_kernel(layer, [config.seed, round_index, index, 7919])
+            # mask-0 values as the ticket's: pruned positions of the control count as
+            # pruned now (its mask need not be a subset of the previous one)
+            prev_mask = np.maximum(previous_masks[name], mask)
+            start, frozen = actions.next_round_values(
+                config.mask_one_action, config.mask_zero_action, init, w_final[name],
+                mask, prev_mask, previous_frozen[name], rng)
+            layer.kernel_variable.assign(start.astype(np.float32))
+            layer.mask.assign(mask.astype(np.float32))
+            layer.frozen.assign(frozen.astype(np.float32))
+
+
+def random_mask_like(mask: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """A 0/1 mask with `mask`'s shape and kept count, at random positions."""
+    flat = np.zeros(mask.size, np.float32)
+    flat[rng.permutation(mask.size)[:int(np.asarray(mask).sum())]] = 1.0
+    return flat.reshape(mask.shape)
+
+
+def fresh_kernel(layer, seed) -> np.ndarray:
+    """A new draw of the layer's kernel initializer, seeded by `seed` (a list of ints)."""
+    import keras
+
+    initializer = layer.kernel_initializer
+    config = initializer.get_config()
+    config["seed"] = int(np.random.default_rng(seed).integers(2 ** 31 - 1))
+    fresh = type(initializer).from_config(config)
+    shape = tuple(layer.kernel_variable.shape)
+    return np.asarray(keras.ops.convert_to_numpy(fresh(shape, dtype="float32")))
+
+
+def verdict(record: dict) -> dict:
+    """Ticket minus control test accuracy at best validation loss, in points."""
+    ticket = record["best"]["test_accuracy"]
+    points = {kind: 100.0 * (ticket - control["best"]["test_accuracy"])
+              for kind, control in record["controls"].items()}
+    return {**points, "beats_both": all(value > 0 for value in points.values())}
+
+
+def verdict_line(record: dict) -> str:
+    """round 3 (21.1% kept): ticket 98.1% vs random 97.0% (+1.1), ...: beats both."""
+    verdicts = record["ticket_beats_controls"]
+    parts = [f"{kind} {100 * control['best']['test_accuracy']:.1f}% "
+             f"({verdicts[kind]:+.1f})" for kind, control in record["controls"].items()]
+    beaten = [kind for kind in record["controls"] if verdicts[kind] > 0]
+    if verdicts["beats_both"]:
+        outcome = "beats both" if len(parts) > 1 else f"beats {beaten[0]}"
+    else:
+        outcome = "beats " + beaten[0] if beaten else "beats neither"
+    return (f"round {record['round']} ({100 * record['weights_remaining']:.1f}% kept): "
+            f"ticket {100 * record['best']['test_accuracy']:.1f}% vs {', '.join(parts)}: "
+            f"{outcome}")
+
+
+def controls_summary(records: list) -> dict:
+    """results.json's summary of the controls: rounds where the ticket beats both."""
+    checked = [r for r in records if "ticket_beats_controls" in r]
+    if not checked:
+        return {}
+    return {"controls_summary": {
+        "rounds_checked": [r["round"] for r in checked],
+        "rounds_ticket_beats_all": [r["round"] for r in checked
+                                    if r["ticket_beats_controls"]["beats_both"]],
+    }}
 
 
 class RoundFiles(RoundHooks):
