@@ -102,7 +102,7 @@ def masked_model(arch: str, shape, seed: int = 0, supermask: bool = False):
 
     from tf_lth.layers import masked_layers
 
-    # what trainers.model_factory builds for the lottery preset (mask-0 action zero) and the
+    # what tf_lth.models.for_config builds for the lottery preset (mask-0 action zero) and the
     # learned-supermask preset (kernels set once to signed constants)
     options = dict(frozen_values=False)
     if supermask:
@@ -324,15 +324,16 @@ def matmul_gflops(n: int, m: int, k: int, repeats: int = 5, inner: int = 20) -> 
 
 def between_rounds(data, iterations: int, run_dir: str) -> dict:
     """Seconds from the end of one lottery round's training to the start of the next."""
-    import trainers
     from tf_lth import config as config_lib
+    from tf_lth import models
+    from tf_lth.distribute import make_strategy
     from trainers.lottery import LotteryRun
 
     config = config_lib.make(experiment="lottery", dataset="mnist", arch="fc", rounds=2,
                              iterations=iterations, eval_every=iterations, batch_size=60,
                              run_dir=run_dir, progress=False, seed=0)
-    strategy = trainers.make_strategy("default")
-    run = LotteryRun(config, data, trainers.model_factory(config, data), strategy,
+    strategy = make_strategy("default")
+    run = LotteryRun(config, data, models.for_config(config, data), strategy,
                      log=lambda message: None)
     marks = []
     original = run.trainer.fit
@@ -351,8 +352,9 @@ def between_rounds(data, iterations: int, run_dir: str) -> dict:
 
 
 def untrained_sweep(data, source_run: str, run_dir: str, levels=None) -> dict:
-    import trainers
     from tf_lth import config as config_lib
+    from tf_lth import models
+    from tf_lth.distribute import make_strategy
     from tf_lth import masks
     from trainers.supermask import UntrainedSupermaskRun
 
@@ -361,8 +363,8 @@ def untrained_sweep(data, source_run: str, run_dir: str, levels=None) -> dict:
         criterion=",".join(masks.CRITERIA), source_run=source_run, run_dir=run_dir,
         prune_levels=",".join(map(str, levels or range(25))), progress=False,
         weight_treatments="init,signed_constant,rescaled", seed=0)
-    strategy = trainers.make_strategy("default")
-    run = UntrainedSupermaskRun(config, data, trainers.model_factory(config, data), strategy,
+    strategy = make_strategy("default")
+    run = UntrainedSupermaskRun(config, data, models.for_config(config, data), strategy,
                                 log=lambda message: None)
     started = time.perf_counter()
     records = run.run()
@@ -390,7 +392,7 @@ def trained_fc(state_path: str, shape):
     """(masked fc with the trained weights of `state_path`, {layer: trained kernel})."""
     from tf_lth import run_files
     from tf_lth.layers import masked_layers
-    from trainers.loop import set_model_state
+    from tf_lth.models import set_model_state
 
     model = masked_model("fc", shape, seed=0)
     set_model_state(model, run_files.load_arrays(state_path))

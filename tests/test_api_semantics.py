@@ -25,6 +25,8 @@ import pytest
 import tf_lth
 import trainers
 from tf_lth import config as config_lib
+from tf_lth import data as data_lib
+from tf_lth import models
 from tf_lth import run_files
 from trainers import runs
 
@@ -56,8 +58,8 @@ def _cli_run(tmp_path, name, **flags):
 def test_same_trained_weights_give_identical_masks_values_and_rewinds(tmp_path, flags,
                                                                       ticket_options):
     config, files = _cli_run(tmp_path, "cli", **flags)
-    data = trainers.load_data(config)
-    model = trainers.model_factory(config, data)()  # the CLI's network, same seed
+    data = data_lib.for_config(config)
+    model = models.for_config(config, data)()  # the CLI's network, same seed
     snapshot = tf_lth.RewindSnapshot(5) if config.rewind_iteration else None
     checked = []
 
@@ -88,8 +90,8 @@ def test_same_trained_weights_give_identical_masks_values_and_rewinds(tmp_path, 
 
 def test_model_fit_over_the_cli_batches_reproduces_the_cli_round(tmp_path):
     config, files = _cli_run(tmp_path, "cli", criterion="large_final")
-    data = trainers.load_data(config)
-    model = trainers.model_factory(config, data)()
+    data = data_lib.for_config(config)
+    model = models.for_config(config, data)()
     model.compile(keras.optimizers.Adam(config.learning_rate),
                   keras.losses.SparseCategoricalCrossentropy(from_logits=True),
                   jit_compile=False)

@@ -33,6 +33,7 @@ MIRRORED_SCRIPT = textwrap.dedent("""
     tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
 
     import trainers
+    from tf_lth.distribute import make_strategy
     from tf_lth import config as config_lib
 
     experiment, out = sys.argv[1], sys.argv[2]
@@ -45,7 +46,7 @@ MIRRORED_SCRIPT = textwrap.dedent("""
             eval_every=4, strategy=strategy, deterministic=True, progress=False,
             run_dir=f"{out}/{strategy}", **extra)
         trainers.run(config, log=lambda line: None)
-        replicas[strategy] = trainers.make_strategy(strategy).num_replicas_in_sync
+        replicas[strategy] = make_strategy(strategy).num_replicas_in_sync
     print(json.dumps(replicas))
 """)
 

@@ -320,12 +320,13 @@ def in_process_config(run_dir, **overrides):
 def resume_in_process(run_dir):
     """What `tf_lth.train --resume` does after parsing flags, in this process."""
     import trainers
-    from tf_lth import run_files
+    from tf_lth import data as data_lib
+    from tf_lth import models, run_files
 
     config = in_process_config(run_dir, resume=True)
     run_files.check_run_dir(config)
-    data = trainers.load_data(config)
-    trainers.check_compatible(config, data)
+    data = data_lib.for_config(config)
+    models.check_compatible(config, data)
     return trainers.run(config, data=data, log=lambda *_: None)
 
 

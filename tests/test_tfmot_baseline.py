@@ -157,15 +157,15 @@ def test_pruning_window_ends_on_a_pruning_step_inside_the_budget(iterations):
 
 def test_worker_tables_match_the_keras3_side():
     """The worker cannot import tf_lth.models or trainers (Keras 3): its copies must agree."""
-    import trainers
     from tf_lth import config as config_lib
+    from tf_lth import data as data_lib
     from tf_lth import models
     from trainers import tfmot_worker
 
     assert tfmot_worker.CONV_ARCHS == models._CONV_ARCHS
     config = config_lib.make(experiment="tfmot_baseline", dataset="synthetic_mnist", seed=5,
                              rounds=1, run_dir="unused")
-    ours = trainers.load_data(config)
+    ours = data_lib.for_config(config)
     theirs = tfmot_worker.load_data(config_lib.to_dict(config))
     for field in ("train_images", "train_labels", "val_images", "test_labels"):
         np.testing.assert_array_equal(getattr(ours, field), getattr(theirs, field))

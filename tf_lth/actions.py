@@ -10,6 +10,12 @@ from __future__ import annotations
 
 import numpy as np
 
+
+def signed_constant(w: np.ndarray, multiplier: float = 1.0) -> np.ndarray:
+    """`std(w) * multiplier * sign(w)`: the paper's signed constant for a whole tensor."""
+    w = np.asarray(w)
+    return np.sign(w) * (np.std(w) * multiplier)
+
 _BASE_MASK_ONE_ACTIONS = (
     "none",
     "reinit",
@@ -88,9 +94,9 @@ def mask_one_values(
         values = w_init.copy()
         values[kept] = rng.permutation(w_init[kept])
     else:  # constant
-        c = np.std(w_init)
-        signs = np.sign(w_init) if signed else rng.permutation(np.sign(w_init).ravel())
-        values = c * signs.reshape(w_init.shape)
+        values = signed_constant(w_init)
+        if not signed:  # the constant with shuffled signs
+            values = rng.permutation(values.ravel()).reshape(w_init.shape)
     if signed:
         values = np.abs(values) * np.sign(w_init)
     if action.endswith("_rescaled"):

@@ -94,6 +94,21 @@ class BatchOrder:
         return np.concatenate(rows).astype(np.int32)
 
 
+def for_config(config) -> Data:
+    """The data of a run's configuration: a built-in synthetic set or a tfds dataset."""
+    from tf_lth.config import SYNTHETIC_DATASETS
+
+    if config.strategy in ("multi_worker", "tpu"):
+        from tf_lth.distribute import make_strategy
+
+        make_strategy(config.strategy)  # before tfds runs the first TensorFlow op
+    if config.dataset in SYNTHETIC_DATASETS:
+        shape = (28, 28, 1) if config.dataset == "synthetic_mnist" else (32, 32, 3)
+        return synthetic(shape, seed=config.seed, name=config.dataset, **SYNTHETIC_SIZES)
+    return load(config.dataset, config.data_dir, config.validation_size,
+                download=config.download)
+
+
 def _to_float(images: np.ndarray) -> np.ndarray:
     if images.dtype == np.uint8:
         return images.astype(np.float32) / 255.0

@@ -39,9 +39,8 @@ def _check_request(run_dir: str, round_index, formats: list) -> None:
 def load_round_model(run_dir: str, round_index: int | None = None):
     """(config, data, masked model with the round's final weights, round index)."""
     from tf_lth import config as config_lib
-    from tf_lth import run_files
-    import trainers
-    from trainers.loop import set_model_state
+    from tf_lth import data as data_lib
+    from tf_lth import models, run_files
 
     stored = run_files.read_json(os.path.join(run_dir, "config.json"))
     stored["prune_rates"] = ",".join(f"{k}={v}" for k, v in stored["prune_rates"].items())
@@ -65,10 +64,10 @@ def load_round_model(run_dir: str, round_index: int | None = None):
             f"--round={round_index} is not a completed round of {run_dir!r}; allowed: "
             f"{', '.join(map(str, completed))}."
         )
-    data = trainers.load_data(config)
-    model = trainers.model_factory(config, data)()
+    data = data_lib.for_config(config)
+    model = models.for_config(config, data)()
     folder = run_files.round_dir(run_dir, round_index)
-    set_model_state(model, run_files.load_arrays(os.path.join(folder, "final.npz")),
+    models.set_model_state(model, run_files.load_arrays(os.path.join(folder, "final.npz")),
                     source=os.path.join(folder, "final.npz"))
     return config, data, model, round_index
 

@@ -106,19 +106,6 @@ def layer_group(model: keras.Model, layer) -> str:
     return "output" if dense and layer is dense[-1] else "dense"
 
 
-def kernel_weight_count(model: keras.Model) -> int:
-    """Weights in the masked kernels of `model`."""
-    return int(sum(_size(slot.kernel.shape) for layer in masked_layers(model)
-                   for slot in layer.masked_kernels))
-
-
-def _size(shape) -> int:
-    size = 1
-    for dim in shape:
-        size *= int(dim)
-    return size
-
-
 def masked(model: keras.Model, **layer_options) -> keras.Model:
     """A masked copy of a Sequential or functional model (`tf_lth.masked(copy=True)`).
 
@@ -127,3 +114,100 @@ def masked(model: keras.Model, **layer_options) -> keras.Model:
     from tf_lth.wrap import masked as masked_model
 
     return masked_model(model, copy=True, **layer_options)
+
+
+def for_config(config, data):
+    """A function building the network of a run's configuration for `data`'s images.
+
+    Lottery runs with the mask-0 action `zero` skip the frozen term; learned supermasks
+    get their options, and signed-constant kernels set once (the kernel never trains).
+    """
+    import functools
+
+    options = {"mask_block": config.block_size,
+               "frozen_values": config.mask_zero_action != "zero"}
+    use_signed_constants = False
+    if config.experiment == "learned_supermask":
+        use_signed_constants = config.supermask_weights == "signed_constant"
+        options.update(supermask=True, frozen_values=False,
+                       dynamic_scaling=config.dynamic_scaling,
+                       sigmoid_bias=config.sigmoid_bias, mask_sampling=config.mask_sampling,
+                       keep_fraction=config.keep_fraction)
+    build_it = functools.partial(build, config.arch, data.image_shape, data.num_classes,
+                                 seed=config.seed, **options)
+    if not use_signed_constants:
+        return build_it
+
+    def build_with_signed_constants():
+        model = build_it()
+        set_signed_constants(model, config.constant_multiplier)
+        return model
+
+    return build_with_signed_constants
+
+
+def set_signed_constants(model, multiplier: float = 1.0) -> None:
+    """Sets each masked kernel to `std(w) * multiplier * sign(w)` (docs/semantics.md,
+    "Signed constants"), once: the one definition of the signed-constant kernel."""
+    import numpy as np
+
+    from tf_lth.actions import signed_constant
+
+    for layer in masked_layers(model):
+        kernel = np.array(layer.kernel_variable)
+        layer.kernel_variable.assign(
+            signed_constant(kernel, multiplier).astype(np.float32))
+
+
+def check_compatible(config, data) -> None:
+    """The network must take the dataset's images (raises ConfigError naming both flags)."""
+    from tf_lth.config import ConfigError
+
+    shape = data.image_shape
+    if len(shape) != 3:
+        raise ConfigError(
+            f"--dataset={config.dataset!r} has images of shape {shape}; allowed: "
+            "(height, width, channels) images."
+        )
+    if config.arch != "fc":
+        pools = len(_CONV_ARCHS[config.arch][0])
+        if min(shape[:2]) < 2 ** pools:
+            raise ConfigError(
+                f"--arch={config.arch!r} cannot take --dataset={config.dataset!r} images of "
+                f"shape {shape}; allowed: images of at least {2 ** pools}x{2 ** pools}."
+            )
+    if config.batch_size > len(data.train_images):
+        raise ConfigError(
+            f"--batch_size={config.batch_size} is larger than the {len(data.train_images)} "
+            "training examples; allowed: 1 to the training set size."
+        )
+    if config.rewind_iteration > 0:
+        iterations = config.train_iterations(data.steps_per_epoch(config.batch_size))
+        if config.rewind_iteration >= iterations:
+            raise ConfigError(
+                f"--rewind_iteration={config.rewind_iteration} is beyond the training length "
+                f"of {iterations} iterations; allowed: 0 <= rewind_iteration < {iterations}."
+            )
+
+
+def model_state(model) -> dict:
+    """Every variable of the model by path, as NumPy arrays (a sync point)."""
+    import numpy as np
+
+    return {variable.path: np.array(variable) for variable in model.variables}
+
+
+def set_model_state(model, state: dict, source: str = "state") -> None:
+    """Assigns every variable from `state` (by path); CorruptFileError names what is wrong."""
+    from tf_lth.run_files import CorruptFileError
+
+    for variable in model.variables:
+        if variable.path not in state:
+            raise CorruptFileError(f"{source}: missing variable {variable.path}")
+        value = state[variable.path]
+        if tuple(value.shape) != tuple(variable.shape):
+            raise CorruptFileError(
+                f"{source}: variable {variable.path} has shape {value.shape}, "
+                f"expected {tuple(variable.shape)}"
+            )
+        variable.assign(value)

@@ -46,17 +46,19 @@ def main(argv) -> int:
 
     absl.logging.set_verbosity(absl.logging.ERROR)
     import trainers
+    from tf_lth import data as data_lib
+    from tf_lth import models
+    from tf_lth.distribute import is_chief, make_strategy
     from trainers import runs
     from trainers.loop import NonFiniteLossError
 
     try:
         if config.experiment != "tfmot_baseline":
-            data = trainers.load_data(config)
-            trainers.check_compatible(config, data)
+            data = data_lib.for_config(config)
+            models.check_compatible(config, data)
         else:
             data = None
-        chief = config.strategy != "multi_worker" or trainers.is_chief(
-            trainers.make_strategy(config.strategy))
+        chief = config.strategy != "multi_worker" or is_chief(make_strategy(config.strategy))
         runs.prepare(config, tf_lth_flags.own_flags_text(), lock=chief)
     except (ConfigError, DataError) as error:
         tf_lth_flags.fail(str(error))

@@ -144,10 +144,12 @@ def make_tuner(kind: str, config, max_trials: int, directory: str, overwrite: bo
         def run_trial(self, trial, *args, **kwargs):
             import keras
 
-            import trainers
             from tf_lth import config as config_lib
+            from tf_lth import data as data_lib
+            from tf_lth import models
             from tf_lth.config import ConfigError
             from tf_lth.data import DataError
+            import trainers
             from trainers import runs
 
             if preemption.requested():
@@ -162,8 +164,8 @@ def make_tuner(kind: str, config, max_trials: int, directory: str, overwrite: bo
             try:
                 trial_config = config_lib.make(**dict(values))
                 if self.data is None:
-                    LoopTuner.data = trainers.load_data(trial_config)
-                trainers.check_compatible(trial_config, self.data)
+                    LoopTuner.data = data_lib.for_config(trial_config)
+                models.check_compatible(trial_config, self.data)
                 runs.prepare(trial_config, flags_text(values, f"tuning trial {trial.trial_id}"))
             except (ConfigError, DataError) as error:
                 # A bad base flag fails every trial: stop the search, not just this trial.
@@ -282,11 +284,13 @@ def main(argv) -> int:
     # The Bayesian oracle's Gaussian process warns about length scales on tiny searches.
     warnings.filterwarnings("ignore", module="sklearn")
     from keras_tuner import errors as tuner_errors
-    from keras_tuner.src.distribute import utils as dist_utils
 
     from tf_lth import run_files
 
-    chief = not dist_utils.has_chief_oracle() or dist_utils.is_chief_oracle()
+    # keras-tuner's documented distributed-tuning variables: the chief oracle's process
+    # has KERASTUNER_TUNER_ID=chief; without KERASTUNER_ORACLE_IP there is one process.
+    chief = ("KERASTUNER_ORACLE_IP" not in os.environ
+             or os.environ.get("KERASTUNER_TUNER_ID") == "chief")
     if config.overwrite and chief:
         for name in ("tuning", "best", "best.flags", "tuning_summary.json"):
             path = os.path.join(run_dir, name)

@@ -18,7 +18,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from tf_lth import preemption, run_files
+from tf_lth import preemption
 from tf_lth.config import JIT_MODES
 from tf_lth.layers import masked_layers
 
@@ -44,24 +44,6 @@ def make_optimizer(name: str, learning_rate: float, momentum: float = 0.9):
     if name == "rmsprop":
         return keras.optimizers.RMSprop(learning_rate=learning_rate, momentum=0.0)
     raise ValueError(f"Unknown optimizer {name!r}. Allowed: adam, sgd, rmsprop. Received: {name!r}")
-
-
-def model_state(model) -> dict:
-    """Every variable of the model by path, as NumPy arrays (a sync point)."""
-    return {variable.path: np.array(variable) for variable in model.variables}
-
-
-def set_model_state(model, state: dict, source: str = "state") -> None:
-    for variable in model.variables:
-        if variable.path not in state:
-            raise run_files.CorruptFileError(f"{source}: missing variable {variable.path}")
-        value = state[variable.path]
-        if tuple(value.shape) != tuple(variable.shape):
-            raise run_files.CorruptFileError(
-                f"{source}: variable {variable.path} has shape {value.shape}, "
-                f"expected {tuple(variable.shape)}"
-            )
-        variable.assign(value)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -21,8 +21,8 @@ from tf_lth import actions, masks, run_files
 from tf_lth.layers import masked_layers
 from tf_lth.models import layer_group
 from trainers import runs
-from trainers.loop import (RoundHooks, Schedule, Trainer, mask_summary, model_state,
-                           set_model_state)
+from tf_lth.models import model_state, set_model_state
+from trainers.loop import RoundHooks, Schedule, Trainer, mask_summary
 
 
 class LotteryRun:

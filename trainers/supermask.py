@@ -13,23 +13,21 @@ import time
 
 import numpy as np
 
-from tf_lth import masks, preemption, run_files
+from tf_lth import actions, masks, preemption, run_files
 from tf_lth.config import ConfigError
 from tf_lth.layers import masked_layers
 from tf_lth.models import layer_group
 from trainers import runs
 from trainers.lottery import LotteryRun, kernel_gradients
-from trainers.loop import Trainer, model_state, set_model_state
-
-DEFAULT_CRITERIA = tuple(masks.CRITERIA)
-
+from tf_lth.models import model_state, set_model_state
+from trainers.loop import Trainer
 
 def treated_kernel(treatment: str, w_init: np.ndarray, mask: np.ndarray) -> np.ndarray:
     """The untrained kernel under a weight treatment: init, signed_constant or rescaled."""
     if treatment == "init":
         return w_init
     if treatment == "signed_constant":
-        return np.sign(w_init) * np.std(w_init)
+        return actions.signed_constant(w_init)
     if treatment == "rescaled":
         kept = max(float(mask.sum()), 1.0)
         return w_init * (mask.size / kept)

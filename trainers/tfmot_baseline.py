@@ -32,7 +32,7 @@ from tf_lth.config import ConfigError
 from tf_lth.data import DataError
 from trainers import runs
 
-WORKER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "tfmot_worker.py")
+WORKER = "trainers.tfmot_worker"  # run with python -m, from the repository root
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # The worker's exit statuses for bad flags and unreadable data (one "error: ..." line).
 EXIT_CONFIG, EXIT_DATA = 2, 6
@@ -72,7 +72,7 @@ def run_level(config, level: int, log=print, timeout: float | None = None) -> di
     _stop_if_requested(level)
     with open(stderr_path, "wb") as stderr:
         process = subprocess.Popen(
-            [sys.executable, WORKER, spec_path], stdout=subprocess.PIPE, stderr=stderr,
+            [sys.executable, "-m", WORKER, spec_path], stdout=subprocess.PIPE, stderr=stderr,
             env=worker_env(), cwd=ROOT, text=True,
         )
         # SIGTERM/SIGINT reach the worker too; it stops at its next step and the level is

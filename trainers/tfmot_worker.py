@@ -1,9 +1,9 @@
 """One target sparsity of the tfmot baseline, in legacy Keras 2 (run by tfmot_baseline.py).
 
-Experiment layer of tf_lth, in its own process: `TF_USE_LEGACY_KERAS=1 python
-trainers/tfmot_worker.py ROUND_DIR/worker_spec.json`. It is started as a script, not with
-`-m trainers...`, so that the `trainers` package (Keras 3) is never imported beside tf_keras
-and tensorflow-model-optimization. It uses only the NumPy/TensorFlow parts of tf_lth
+Experiment layer of tf_lth, in its own process: `TF_USE_LEGACY_KERAS=1 python -m
+trainers.tfmot_worker ROUND_DIR/worker_spec.json`. The `trainers` package imports nothing
+at the top, so Keras 3 is never imported beside tf_keras and tensorflow-model-optimization.
+It uses only the NumPy/TensorFlow parts of tf_lth
 (`data`, `masks`, `run_files`).
 
 What it does, for level r of `--arch`'s lottery schedule (SPEC.md sections 1 to 3):
@@ -44,17 +44,12 @@ def _fail(message: str, status: int) -> None:
 
 
 def load_data(config: dict):
-    """The run's data, as `trainers.load_data` gives it (synthetic sets included)."""
-    from tf_lth import data as data_lib
-    from tf_lth.config import SYNTHETIC_DATASETS
+    """The run's data (`tf_lth.data.for_config`, which imports no Keras)."""
+    import types
 
-    if config["dataset"] in SYNTHETIC_DATASETS:
-        # Keep in step with trainers.load_data (that module imports Keras 3).
-        shape = (28, 28, 1) if config["dataset"] == "synthetic_mnist" else (32, 32, 3)
-        return data_lib.synthetic(shape, seed=config["seed"], num_train=2000, num_val=200,
-                                  num_test=400, name=config["dataset"])
-    return data_lib.load(config["dataset"], config.get("data_dir"),
-                         config.get("validation_size"), download=config.get("download", True))
+    from tf_lth import data as data_lib
+
+    return data_lib.for_config(types.SimpleNamespace(**config))
 
 
 def build_model(arch: str, input_shape, num_classes: int, seed, schedules=None):
@@ -358,9 +353,4 @@ def main(argv) -> int:
 
 
 if __name__ == "__main__":
-    # Started as a script: put the repository root (not trainers/) on the path, so that
-    # `tf_lth` imports and the Keras 3 `trainers` package does not.
-    _here = os.path.dirname(os.path.abspath(__file__))
-    sys.path[:] = [path for path in sys.path if os.path.abspath(path or ".") != _here]
-    sys.path.insert(0, os.path.dirname(_here))
     sys.exit(main(sys.argv))
