@@ -221,6 +221,12 @@ def make(**values) -> Config:
         raise ConfigError(f"--controls needs --experiment=lottery (got {config.experiment!r}); "
                           "allowed: controls of a lottery run's pruned rounds.")
     _choice("lr_schedule", config.lr_schedule, LR_SCHEDULES)
+    if config.experiment != "learned_supermask" and (
+            config.mask_sampling == "topk" or config.lr_schedule != "constant"
+            or config.weight_decay):
+        raise ConfigError(
+            "--mask_sampling=topk, --lr_schedule=cosine and --weight_decay need "
+            f"--experiment=learned_supermask (got {config.experiment!r}).")
     if not 0.0 < config.keep_fraction <= 1.0:
         raise ConfigError(f"--keep_fraction={config.keep_fraction} is not allowed; "
                           "allowed: 0 < keep_fraction <= 1.")

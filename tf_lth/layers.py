@@ -26,7 +26,7 @@ import keras
 from keras import ops
 
 WEIGHT_TRANSFORMS = ("none", "signed_constant")
-MASK_SAMPLINGS = ("bernoulli", "round")
+MASK_SAMPLINGS = ("bernoulli", "round", "topk")
 MASK_OPTION_NAMES = (
     "supermask",
     "weight_transform",
@@ -37,6 +37,7 @@ MASK_OPTION_NAMES = (
     "mask_block",
     "seed",
     "frozen_values",
+    "keep_fraction",
 )
 
 
@@ -87,8 +88,13 @@ class MaskedMixin:
         mask_block=1,
         seed=None,
         frozen_values=True,
+        keep_fraction=0.5,
     ):
         _check_choice("weight_transform", weight_transform, WEIGHT_TRANSFORMS)
+        if not 0.0 < float(keep_fraction) <= 1.0:
+            raise ValueError(f"keep_fraction must be in (0, 1]. "
+                             f"Received: keep_fraction={keep_fraction!r}")
+        self.keep_fraction = float(keep_fraction)  # mask_sampling="topk" (edge-popup)
         _check_choice("mask_sampling", mask_sampling, MASK_SAMPLINGS)
         if int(mask_block) not in (1, 4):
             raise ValueError(
@@ -120,6 +126,7 @@ class MaskedMixin:
             "mask_block": self.mask_block,
             "seed": self.seed,
             "frozen_values": self.frozen_values,
+            "keep_fraction": self.keep_fraction,
         }
 
     def _check_plain_kernel(self):
@@ -152,7 +159,7 @@ class MaskedMixin:
                 setattr(self, prefix + "mask_logits", self.add_weight(
                     name=prefix + "mask_logits",
                     shape=self.logit_shape(tuple(kernel.shape), self.mask_block),
-                    initializer=keras.initializers.Constant(self.sigmoid_bias),
+                    initializer=self._logit_initializer(tuple(kernel.shape)),
                     trainable=True,
                 ))
             # 0: evaluation samples a mask; 1: evaluation uses sigmoid(logits) > 0.5.
@@ -164,6 +171,27 @@ class MaskedMixin:
             for prefix in self.SLOT_PREFIXES:
                 setattr(self, prefix + "mask_logits", None)
             self.use_expected_mask = None
+
+    def _logit_initializer(self, kernel_shape):
+        """Constant sigmoid_bias; edge-popup scores (topk) U(-1/sqrt(fan_in), 1/sqrt(fan_in)),
+        what kaiming_uniform_(a=sqrt(5)) draws (docs/semantics.md, "Edge-popup")."""
+        if self.mask_sampling != "topk":
+            return keras.initializers.Constant(self.sigmoid_bias)
+        bound = 1.0 / max(_size(kernel_shape[:-1]), 1) ** 0.5
+        return keras.initializers.RandomUniform(-bound, bound, seed=self.seed)
+
+    def topk_count(self, slot: int = 0) -> int:
+        """Scores (weights or blocks) a topk layer keeps: round(keep_fraction * n), >= 1."""
+        n = _size(self.masked_kernels[slot].mask_logits.shape)
+        return max(1, int(self.keep_fraction * n + 0.5))
+
+    def _topk_scores_mask(self, slot: int = 0):
+        """0/1 per score: the top `topk_count` of |score|, ties to the lower index."""
+        logits = self.masked_kernels[slot].mask_logits
+        n, k = _size(logits.shape), self.topk_count(slot)
+        _, indices = ops.top_k(ops.reshape(ops.abs(logits), (n,)), k, sorted=False)
+        chosen = ops.scatter(ops.expand_dims(indices, -1), ops.ones((k,), logits.dtype), (n,))
+        return ops.reshape(chosen, logits.shape)
 
     @property
     def masked_kernels(self) -> list:
@@ -262,6 +290,13 @@ class MaskedMixin:
         if not self.supermask:
             return state.mask
         shape = state.kernel.shape
+        if self.mask_sampling == "topk":
+            # Edge-popup: the exact top-k in training and evaluation; straight-through, the
+            # mask's gradient reaches |score| unchanged (so the score gets it times sign).
+            scores = ops.abs(state.mask_logits)
+            topk = ops.stop_gradient(self._topk_scores_mask(slot)) + (
+                scores - ops.stop_gradient(scores))  # exactly 0/1 forward
+            return state.mask * self._expand_blocks(topk, shape)
         probabilities = self.supermask_probabilities(slot)
         noise = keras.random.uniform(
             ops.shape(state.mask_logits), seed=self.seed_generator
@@ -319,6 +354,12 @@ class MaskedMixin:
         if not self.supermask:
             return mask
         logits = np.asarray(state.mask_logits.numpy(), dtype=np.float32)
+        if self.mask_sampling == "topk":  # deterministic: the same top-k as the layer
+            order = np.argsort(-np.abs(logits).ravel(), kind="stable")
+            chosen = np.zeros(logits.size, np.float32)
+            chosen[order[:self.topk_count(slot)]] = 1.0
+            return mask * expand_blocks_numpy(chosen.reshape(logits.shape), mask.shape,
+                                              self.mask_block)
         # The tanh form cannot overflow for large negative logits, unlike 1 / (1 + exp(-x)).
         probabilities = (0.5 * (1.0 + np.tanh(0.5 * logits))).astype(np.float32)
         if supermask_export == "expected":
@@ -447,6 +488,7 @@ class MaskedDense(MaskedMixin, keras.layers.Dense):
         mask_block=1,
         seed=None,
         frozen_values=True,
+        keep_fraction=0.5,
         **kwargs,
     ):
         super().__init__(units, **kwargs)
@@ -460,6 +502,7 @@ class MaskedDense(MaskedMixin, keras.layers.Dense):
             mask_block,
             seed,
             frozen_values,
+            keep_fraction,
         )
 
     def build(self, input_shape):
@@ -537,6 +580,7 @@ class MaskedConv2D(MaskedMixin, keras.layers.Conv2D):
         mask_block=1,
         seed=None,
         frozen_values=True,
+        keep_fraction=0.5,
         **kwargs,
     ):
         super().__init__(filters, kernel_size, **kwargs)
@@ -550,6 +594,7 @@ class MaskedConv2D(MaskedMixin, keras.layers.Conv2D):
             mask_block,
             seed,
             frozen_values,
+            keep_fraction,
         )
 
     def build(self, input_shape):

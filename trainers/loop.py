@@ -36,7 +36,19 @@ def due(iteration: int, every: int, total: int) -> bool:
     return iteration == total or (every > 0 and iteration % every == 0)
 
 
-def make_optimizer(name: str, learning_rate: float, momentum: float = 0.9):
+def make_optimizer(name: str, learning_rate: float, momentum: float = 0.9,
+                   weight_decay: float = 0.0, cosine_steps: int = 0):
+    """`cosine_steps` > 0: cosine decay of the learning rate to 0 over that many steps
+    (a schedule: `Trainer.set_learning_rate` cannot assign it); `weight_decay`: Keras's
+    decoupled weight decay (edge-popup, docs/semantics.md)."""
+    extra = {"weight_decay": weight_decay} if weight_decay else {}
+    if cosine_steps:
+        learning_rate = keras.optimizers.schedules.CosineDecay(learning_rate, cosine_steps)
+    if extra or cosine_steps:
+        return {"adam": keras.optimizers.Adam, "sgd": keras.optimizers.SGD,
+                "rmsprop": keras.optimizers.RMSprop}[name](
+            learning_rate=learning_rate, **extra,
+            **({"momentum": momentum} if name == "sgd" else {}))
     if name == "adam":
         return keras.optimizers.Adam(learning_rate=learning_rate)
     if name == "sgd":
@@ -135,7 +147,8 @@ class Trainer:
     """
 
     def __init__(self, model, optimizer_name="adam", learning_rate=1e-3, momentum=0.9,
-                 strategy=None, jit_compile="auto", steps_per_call=STEPS_PER_CALL, log=print):
+                 strategy=None, jit_compile="auto", steps_per_call=STEPS_PER_CALL, log=print,
+                 weight_decay=0.0, cosine_steps=0):
         if jit_compile not in JIT_MODES:
             raise ValueError(f"jit_compile must be one of {', '.join(JIT_MODES)}. "
                              f"Received: {jit_compile!r}")
@@ -151,7 +164,8 @@ class Trainer:
         self.jit = jit_compile == "on" or (jit_compile == "auto" and self.replicas == 1)
         self.jit_mode = jit_compile
         with self.strategy.scope():
-            self.optimizer = make_optimizer(optimizer_name, learning_rate, momentum)
+            self.optimizer = make_optimizer(optimizer_name, learning_rate, momentum,
+                                            weight_decay, cosine_steps)
             self.optimizer.build(model.trainable_variables)
             self.loss_sum = tf.Variable(0.0, trainable=False, name="train_loss_sum")
             self.loss_count = tf.Variable(0.0, trainable=False, name="train_loss_count")
