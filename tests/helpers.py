@@ -19,3 +19,23 @@ def run_cli(module, *args, timeout=600, env=None):
 def results(run_dir):
     with open(os.path.join(run_dir, "results.json"), encoding="utf-8") as stream:
         return json.load(stream)
+
+
+def assert_plot_shows_rounds(png_path, run_dir):
+    """The figure is a drawn image, and its data are the run's pruned rounds: weights
+    remaining (%) against test accuracy at the best validation loss (%), from results.json."""
+    import numpy as np
+    from matplotlib.image import imread
+
+    from tf_lth import plot
+
+    image = imread(png_path)[..., :3]
+    assert image.shape[0] > 200 and image.shape[1] > 300, image.shape
+    assert (image.min(axis=-1) < 0.9).mean() > 0.01, f"{png_path} is (almost) blank"
+    run = results(run_dir)
+    pruned = sorted((r for r in run["rounds"] if r["weights_remaining"] < 1.0),
+                    key=lambda r: -r["weights_remaining"])
+    series, _ = plot.run_series([run])
+    line = series[0]
+    np.testing.assert_allclose(line.x, [100 * r["weights_remaining"] for r in pruned])
+    np.testing.assert_allclose(line.y, [100 * r["best"]["test_accuracy"] for r in pruned])

@@ -8,6 +8,7 @@ import pytest
 import trainers
 from tf_lth import actions, masks, run_files
 from tf_lth import config as config_lib
+from tests.helpers import assert_plot_shows_rounds
 
 
 def _run(tmp_path, name, **values):
@@ -122,9 +123,7 @@ def test_every_mask_zero_action_runs_a_round(tmp_path, action):
 
 def test_lottery_run_draws_its_plot(tmp_path):
     run_dir = _run(tmp_path, "plot", rounds=1, iterations=4, eval_every=4)
-    path = os.path.join(run_dir, "plots", "lottery.png")
-    with open(path, "rb") as stream:
-        assert stream.read(8) == b"\x89PNG\r\n\x1a\n"
+    assert_plot_shows_rounds(os.path.join(run_dir, "plots", "lottery.png"), run_dir)
 
 
 @pytest.mark.mnist

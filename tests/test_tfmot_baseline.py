@@ -113,7 +113,9 @@ def test_plot_draws_the_baseline(baseline_run, tmp_path):
 
     run_dir, _ = baseline_run
     out = plot.plot_runs([str(run_dir)], str(tmp_path / "baseline.png"))
-    assert os.path.getsize(out) > 1000
+    from tests.helpers import assert_plot_shows_rounds
+
+    assert_plot_shows_rounds(out, str(run_dir))
 
 
 def test_rounds_zero_is_one_line_exit_2(tmp_path):

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from tf_lth.masks import check_choice
+
 
 def signed_constant(w: np.ndarray, multiplier: float = 1.0) -> np.ndarray:
     """`std(w) * multiplier * sign(w)`: the paper's signed constant for a whole tensor."""
@@ -37,14 +39,6 @@ MASK_ZERO_ACTIONS: tuple[str, ...] = (
     "freeze_init_zero_reshuffle",
     "freeze_init_zero_rev",
 )
-
-
-def _check_action(argument: str, value: str, allowed: tuple[str, ...], what: str) -> None:
-    if value not in allowed:
-        raise ValueError(
-            f"Unknown {what} {value!r}. Allowed: {', '.join(allowed)}. "
-            f"Received: {argument}={value!r}"
-        )
 
 
 def _check_shape(name: str, array: np.ndarray, shape: tuple[int, ...]) -> None:
@@ -79,7 +73,7 @@ def mask_one_values(
     c = std(w_init) of the layer and s the layer's signs of w_init, shuffled. signed_* take
     the magnitude and use sign(w_init) of the position instead (SPEC section 5).
     """
-    _check_action("action", action, MASK_ONE_ACTIONS, "mask-1 action")
+    check_choice("action", action, MASK_ONE_ACTIONS, "mask-1 action")
     w_init = _as_values(w_init)
     kept = _as_mask("mask", mask, w_init.shape)
     base = action.removesuffix("_rescaled")
@@ -124,7 +118,7 @@ def mask_zero_values(
         (frozen, zero_start): `zero_start` marks, for freeze_init_zero_all (variant 2), the
         kept weights that shrank; it is all False for the other actions.
     """
-    _check_action("action", action, MASK_ZERO_ACTIONS, "mask-0 action")
+    check_choice("action", action, MASK_ZERO_ACTIONS, "mask-0 action")
     w_init = _as_values(w_init)
     shape = w_init.shape
     w_final = np.asarray(w_final)
@@ -183,8 +177,8 @@ def next_round_values(
     `start` holds the mask-1 values where kept (0 where variant 2 zeroes a kept weight) and
     the frozen values where pruned, so the kernel alone already equals the effective kernel.
     """
-    _check_action("mask_one_action", mask_one_action, MASK_ONE_ACTIONS, "mask-1 action")
-    _check_action("mask_zero_action", mask_zero_action, MASK_ZERO_ACTIONS, "mask-0 action")
+    check_choice("mask_one_action", mask_one_action, MASK_ONE_ACTIONS, "mask-1 action")
+    check_choice("mask_zero_action", mask_zero_action, MASK_ZERO_ACTIONS, "mask-0 action")
     start = mask_one_values(mask_one_action, w_init, new_mask, rng)
     frozen, zero_start = mask_zero_values(
         mask_zero_action, w_init, w_final, new_mask, prev_mask, prev_frozen, rng

@@ -13,7 +13,7 @@ import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-ALL_FORMATS = ("saved_model", "tflite", "tflite_sparse", "tflite_int8", "tflite_sparse_int8")
+from tf_lth.config import EXPORT_FORMATS as ALL_FORMATS  # noqa: E402 (no TensorFlow)
 
 
 class ExportInputError(ValueError):

@@ -25,6 +25,8 @@ from typing import NamedTuple
 import keras
 from keras import ops
 
+from tf_lth.masks import check_choice
+
 WEIGHT_TRANSFORMS = ("none", "signed_constant")
 MASK_SAMPLINGS = ("bernoulli", "round", "topk")
 MASK_OPTION_NAMES = (
@@ -39,14 +41,6 @@ MASK_OPTION_NAMES = (
     "frozen_values",
     "keep_fraction",
 )
-
-
-def _check_choice(name, value, allowed):
-    if value not in allowed:
-        raise ValueError(
-            f"Unknown {name} {value!r}. Allowed: {', '.join(allowed)}. "
-            f"Received: {name}={value!r}"
-        )
 
 
 class MaskSlot(NamedTuple):
@@ -90,12 +84,12 @@ class MaskedMixin:
         frozen_values=True,
         keep_fraction=0.5,
     ):
-        _check_choice("weight_transform", weight_transform, WEIGHT_TRANSFORMS)
+        check_choice("weight_transform", weight_transform, WEIGHT_TRANSFORMS, "weight_transform")
         if not 0.0 < float(keep_fraction) <= 1.0:
             raise ValueError(f"keep_fraction must be in (0, 1]. "
                              f"Received: keep_fraction={keep_fraction!r}")
         self.keep_fraction = float(keep_fraction)  # mask_sampling="topk" (edge-popup)
-        _check_choice("mask_sampling", mask_sampling, MASK_SAMPLINGS)
+        check_choice("mask_sampling", mask_sampling, MASK_SAMPLINGS, "mask_sampling")
         if int(mask_block) not in (1, 4):
             raise ValueError(
                 f"mask_block must be 1 or 4 (weights per block along the input axis). "

@@ -47,7 +47,8 @@ BLOCK_SIZES: tuple[int, ...] = (1, 4)
 _FLOOR_TOLERANCE = 1e-6
 
 
-def _check_choice(argument: str, value: str, allowed: tuple[str, ...], what: str) -> None:
+def check_choice(argument: str, value: str, allowed: tuple[str, ...], what: str) -> None:
+    """ValueError naming the argument and what is allowed, unless `value` is allowed."""
     if value not in allowed:
         raise ValueError(
             f"Unknown {what} {value!r}. Allowed: {', '.join(allowed)}. "
@@ -217,7 +218,7 @@ def score(
     The two quadrant criteria keep a region rather than rank a score; `compute_mask` handles
     them.
     """
-    _check_choice("criterion", criterion, CRITERIA, "criterion")
+    check_choice("criterion", criterion, CRITERIA, "criterion")
     if criterion in QUADRANT_CRITERIA:
         raise ValueError(
             f"Criterion {criterion!r} keeps a quadrant and has no per-weight score; use "
@@ -428,7 +429,7 @@ def compute_mask(
     Returns:
         A float32 0/1 array shaped like `w_init`, never 1 where `mask` is 0.
     """
-    _check_choice("criterion", criterion, CRITERIA, "criterion")
+    check_choice("criterion", criterion, CRITERIA, "criterion")
     w_init = np.asarray(w_init, dtype=np.float64)
     w_final = np.asarray(w_final, dtype=np.float64)
     shape = w_init.shape
@@ -511,7 +512,7 @@ def global_masks(
     Returns:
         {name: float32 0/1 array}, in the order of `w_init`.
     """
-    _check_choice("criterion", criterion, CRITERIA, "criterion")
+    check_choice("criterion", criterion, CRITERIA, "criterion")
     names = list(w_init)
     if set(w_final) != set(names) or set(masks) != set(names):
         raise ValueError(
