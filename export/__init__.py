@@ -1,4 +1,4 @@
-"""Deployment layer of tf_lth (DESIGN.md): bake masks, then SavedModel and LiteRT files.
+"""Deployment layer of tf_lth (docs/architecture.md): bake masks, then SavedModel and LiteRT files.
 
 Imports only tf_lth core modules (layers, run_files), never `trainers`.
 """

@@ -1,4 +1,4 @@
-"""Export every requested format and write `export_report.json` (DESIGN.md, deployment layer).
+"""Export every requested format and write `export_report.json` (docs/architecture.md, Deployment).
 
 `export_all` bakes the masked model, writes the SavedModel and LiteRT files into the run's
 `export/` folder, checks each one against the masked Keras model (logit parity for float

@@ -1,4 +1,4 @@
-"""Mask-1 and mask-0 actions against SPEC.md sections 5 and 6, on small NumPy arrays."""
+"""Mask-1 and mask-0 actions against docs/semantics.md, Mask-1 and Mask-0 actions, on small NumPy arrays."""
 
 import numpy as np
 import pytest

@@ -101,9 +101,6 @@ def test_every_reference_to_a_document_resolves():
         problems)
 
 
-@pytest.mark.xfail(reason="SPEC.md and DESIGN.md are not part of the repository; their "
-                          "remaining mentions are being replaced by docs/ pages",
-                   strict=False)
 def test_nothing_cites_files_outside_the_repository():
     problems = _dangling(include_foreign=True)
     assert not problems, "mentions of SPEC.md / DESIGN.md:\n" + "\n".join(problems)

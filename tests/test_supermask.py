@@ -1,4 +1,4 @@
-"""Supermasks: untrained masks by every criterion, and learned masks (SPEC.md section 7)."""
+"""Supermasks: untrained masks by every criterion, and learned masks (docs/semantics.md, Supermasks)."""
 
 import os
 
@@ -78,7 +78,7 @@ def test_learned_supermask_trains_only_mask_logits_and_reports_both_accuracies(t
 
 @pytest.mark.mnist
 def test_real_mnist_untrained_supermasks_match_the_paper(tmp_path, mnist_data_dir):
-    """SPEC.md section 8: >= 86% with signed constants, >= 80% with init, random < 20%."""
+    """the paper's numbers (docs/RESULTS.md): >= 86% with signed constants, >= 80% with init, random < 20%."""
     _, result = _run(tmp_path, "mnist", experiment="untrained_supermask", dataset="mnist",
                      data_dir=mnist_data_dir, epochs=5, iterations=None, batch_size=60,
                      eval_every=1000, criterion="large_final_same_sign,random",

@@ -126,7 +126,7 @@ def test_rounds_zero_is_one_line_exit_2(tmp_path):
 
 
 def test_tfmot_is_never_imported_outside_the_worker():
-    """Importing tfmot turns tf.keras into Keras 2 for a whole process (DESIGN.md)."""
+    """Importing tfmot turns tf.keras into Keras 2 for a whole process (docs/architecture.md)."""
     import trainers.tfmot_baseline  # noqa: F401
 
     assert "tensorflow_model_optimization" not in sys.modules

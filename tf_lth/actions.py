@@ -1,6 +1,6 @@
 """Mask-1 and mask-0 actions: the values a layer's weights take for the next round.
 
-Core layer (DESIGN.md): pure NumPy. Mask-1 actions set the starting values of the kept
+Core layer (docs/architecture.md): pure NumPy. Mask-1 actions set the starting values of the kept
 weights (SPEC section 5); mask-0 actions set the frozen values of the pruned weights (SPEC
 section 6). A trainer assigns `start` to the kernel and `frozen` to the layer's `frozen`
 variable, so the effective kernel `mask * start + (1 - mask) * frozen` is well defined.

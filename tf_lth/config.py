@@ -24,14 +24,14 @@ PRUNE_SCOPES = ("layer", "global")
 JIT_MODES = ("auto", "on", "off")
 SYNTHETIC_DATASETS = ("synthetic", "synthetic_mnist")  # built in; other names are tfds'
 
-# SPEC.md sections 2 and 3: optimizer, learning rate, batch, epochs per round, prune rates.
+# docs/semantics.md, Training and Pruning schedule: optimizer, learning rate, batch, epochs per round, prune rates.
 ARCH_PRESETS = {
     "fc": dict(learning_rate=1.2e-3, epochs=55, rates={"conv": 0.0, "dense": 0.2, "output": 0.1}),
     "conv2": dict(learning_rate=2e-4, epochs=27, rates={"conv": 0.1, "dense": 0.2, "output": 0.1}),
     "conv4": dict(learning_rate=3e-4, epochs=34, rates={"conv": 0.1, "dense": 0.2, "output": 0.1}),
     "conv6": dict(learning_rate=3e-4, epochs=40, rates={"conv": 0.15, "dense": 0.2, "output": 0.1}),
 }
-# SPEC.md section 7: the learned-supermask preset.
+# docs/semantics.md, Supermasks: the learned-supermask preset.
 SUPERMASK_PRESET = dict(optimizer="sgd", learning_rate=100.0, momentum=0.9, batch_size=250)
 
 
@@ -41,7 +41,7 @@ class ConfigError(ValueError):
 
 @dataclasses.dataclass(frozen=True)
 class Config:
-    """Every setting of one run, typed and checked (SPEC.md section 9 names)."""
+    """Every setting of one run, typed and checked (the flag names)."""
 
     experiment: str = "dense"
     dataset: str = "mnist"

@@ -1,6 +1,6 @@
 """tfds image classification data: decoded once, held in memory, served per epoch.
 
-Core layer of tf_lth. Splits follow SPEC.md section 1: validation examples are carved
+Core layer of tf_lth. Splits follow docs/semantics.md, Networks: validation examples are carved
 from the end of the training split. The epoch order depends only on (seed, epoch), so a
 run resumed at any iteration sees exactly the batches an uninterrupted run would.
 """

@@ -1,4 +1,4 @@
-"""tf_lth's absl flags (SPEC.md section 9) and their conversion into a `Config`.
+"""tf_lth's absl flags (docs/architecture.md, Data flow of a lottery run) and their conversion into a `Config`.
 
 CLI layer. Shared by `tf_lth.train` and `tf_lth.tune`. Bad flags print one line and exit 2.
 """
@@ -32,7 +32,7 @@ def define_flags() -> None:
             "or ~/tensorflow_datasets).")
     _define("integer", "validation_size", None, "Validation examples carved from the end of "
             "train (default 5000).")
-    _define("string", "arch", "fc", "fc, conv2, conv4 or conv6 (SPEC.md section 1).")
+    _define("string", "arch", "fc", "fc, conv2, conv4 or conv6 (docs/semantics.md, Networks).")
     _define("float", "epochs", None, "Epochs per round (default: the arch's paper preset).")
     _define("integer", "iterations", None, "Iterations per round; overrides --epochs.")
     _define("integer", "batch_size", None, "Training batch size (default 60; 250 for "
@@ -47,7 +47,7 @@ def define_flags() -> None:
     _define("string", "run_dir", None, "The run directory (required).")
     _define("boolean", "resume", False, "Continue the run in --run_dir.")
     _define("boolean", "overwrite", False, "Replace the run in --run_dir.")
-    _define("string", "criterion", "large_final", "Mask criterion (SPEC.md section 4); a "
+    _define("string", "criterion", "large_final", "Mask criterion (docs/semantics.md, Mask criteria); a "
             "comma-separated list for untrained_supermask.")
     _define("integer", "rounds", 0, "Pruning rounds after the dense round 0.")
     _define("string", "prune_rates", "", "Per-group rates, e.g. conv=0.1,dense=0.2,output=0.1 "
@@ -56,8 +56,8 @@ def define_flags() -> None:
     _define("integer", "rewind_iteration", 0, "Reset to the weights of this iteration of "
             "round 0 (late resetting); 0 resets to the initial weights.")
     _define("string", "mask_one_action", "none", "Starting values of kept weights "
-            "(SPEC.md section 5).")
-    _define("string", "mask_zero_action", "zero", "Values of pruned weights (SPEC.md section 6).")
+            "(docs/semantics.md, Mask-1 actions).")
+    _define("string", "mask_zero_action", "zero", "Values of pruned weights (docs/semantics.md, Mask-0 actions).")
     _define("string", "mask_block", "1x1", "Mask granularity: 1x1 (the paper) or 1x4 "
             "(LiteRT's sparse kernel blocks).")
     _define("string", "prune_scope", "layer", "layer: each layer prunes its own rate (the "

@@ -1,4 +1,4 @@
-"""Atomic file writes and checked reads for the run directory (DESIGN.md, "Run directory").
+"""Atomic file writes and checked reads for the run directory (docs/architecture.md, "Data flow of a lottery run").
 
 Core layer of tf_lth. Every write goes to a temporary name in the same folder, is flushed
 and fsynced, then renamed over the target, so a crash leaves the old file or the new one.

@@ -1,4 +1,4 @@
-"""Dense training and lottery-ticket rounds (SPEC.md sections 2 to 6).
+"""Dense training and lottery-ticket rounds (docs/semantics.md).
 
 Experiment layer of tf_lth. `LotteryRun.run()` reads as a table of contents: round 0
 trains the dense network; each next round computes masks from the previous round's

@@ -1,6 +1,6 @@
 """Run-directory bookkeeping shared by every experiment: create, resume, summarise.
 
-Experiment layer of tf_lth (DESIGN.md, "Run directory").
+Experiment layer of tf_lth (docs/architecture.md, "Data flow of a lottery run").
 """
 
 from __future__ import annotations
@@ -59,7 +59,7 @@ def prepare(config, flags_text: str, lock: bool = True) -> None:
 
 def write_results(run_dir: str, config, rounds: list, masks: list | None = None,
                   extra: dict | None = None) -> None:
-    """results.json and summary.csv (SPEC.md section 9)."""
+    """results.json and summary.csv (docs/architecture.md, Data flow of a lottery run)."""
     results = {"config": config_lib.to_dict(config), "rounds": rounds}
     if masks is not None:
         results["masks"] = masks

@@ -1,4 +1,4 @@
-"""Supermasks: masks on untrained weights (SPEC.md section 7).
+"""Supermasks: masks on untrained weights (docs/semantics.md, Supermasks).
 
 Experiment layer of tf_lth. `UntrainedSupermaskRun` evaluates one-shot masks of every
 criterion on the network's initial weights, with no training. `LearnedSupermaskRun`

@@ -5,7 +5,7 @@ Experiment layer of tf_lth. tensorflow-model-optimization supports only legacy K
 module never imports it: every target sparsity is trained by `trainers/tfmot_worker.py` in
 its own subprocess with `TF_USE_LEGACY_KERAS=1`.
 
-The targets are the sparsities of the architecture's lottery schedule (SPEC.md section 3):
+The targets are the sparsities of the architecture's lottery schedule (docs/semantics.md, Pruning schedule):
 level r keeps `kept_count(size, rate, r)` weights of each layer, so `--rounds=7` on fc
 means 21.1% kept overall. Without `--one_shot` there is one run per level 1..rounds; with
 it, only the level of `--rounds`. Each level trains from the seeded Glorot-normal
@@ -16,7 +16,7 @@ pruning with `prune_low_magnitude` and a PolynomialDecay schedule inside that bu
 A level is complete when its `round_NNN/DONE` marker exists, so running again resumes.
 SIGTERM and SIGINT are passed on to the worker, which stops at its next training step; the
 interrupted level has no DONE marker, so `--resume` trains it again from its start.
-results.json and summary.csv have the lottery runs' format (SPEC.md section 9), with
+results.json and summary.csv have the lottery runs' format (docs/architecture.md, Data flow of a lottery run), with
 `round` and `prune_level` equal to the level, so `tf_lth.plot` draws both side by side.
 """
 

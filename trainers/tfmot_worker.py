@@ -6,7 +6,7 @@ at the top, so Keras 3 is never imported beside tf_keras and tensorflow-model-op
 It uses only the NumPy/TensorFlow parts of tf_lth
 (`data`, `masks`, `run_files`).
 
-What it does, for level r of `--arch`'s lottery schedule (SPEC.md sections 1 to 3):
+What it does, for level r of `--arch`'s lottery schedule (docs/semantics.md, Networks to Pruning schedule):
 - builds the arch in tf_keras with the same layer names and the same seeded Glorot-normal
   kernels and zero biases as `tf_lth.models.build` (the initial weights are identical);
 - wraps each prunable layer in `prune_low_magnitude` with its own PolynomialDecay schedule
