@@ -21,7 +21,7 @@ bench:
 	$(PYTHON) -m bench.run
 
 reproduce:
-	$(PYTHON) -m tf_lth.reproduce --preset=mnist_fc
+	$(PYTHON) -m tf_lth.reproduce --preset=mnist_fc --jobs=2
 
 lint:
 	$(PYTHON) -m pyflakes tf_lth trainers export tests bench 2>/dev/null || \

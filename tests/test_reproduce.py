@@ -153,7 +153,8 @@ def test_default_plan_covers_the_paper_within_the_budget():
     assert {"untrained/all_criteria", "learned/signed_constant", "blocks/large_final_1x4",
             "export/large_final", "export/large_final_1x4"} <= names
     assert any(run.kind == "tfmot" for run in runs)
-    assert plan.total_estimate(runs) < 80 * 60  # comfortably under 90 minutes
+    # the default budget now fills 90 minutes of wall time with --jobs=2 (issue 15)
+    assert plan.wall_estimate(runs, 2) <= 90 * 60
     baseline = next(run for run in runs if run.name == plan.BASELINE)
     assert baseline.rounds == 24  # the criteria figure compares at 0.5% remaining
     blocks = next(run for run in runs if run.name == "blocks/large_final_1x4")
@@ -436,3 +437,153 @@ def test_every_preset_plans(preset):
     for name in paper.BUDGETS:
         runs = plan.plan(preset, paper.budget_for(preset, name))
         assert len({run.name for run in runs}) == len(runs)
+
+
+# ---- issue 15: budgets, seeds, commands, fidelity ---------------------------------------
+def test_default_epochs_come_from_the_estimate_and_fit_90_minutes_with_two_jobs():
+    budget = paper.budget_for("mnist_fc", "default")
+    assert budget.epochs == plan.default_epochs("mnist_fc", jobs=2, minutes=90) >= 4
+    runs = plan.plan("mnist_fc", budget)
+    assert plan.wall_estimate(runs, 2) <= 90 * 60
+    more = plan.plan("mnist_fc", dataclasses.replace(budget, epochs=budget.epochs + 1))
+    assert plan.wall_estimate(more, 2) > 90 * 60  # as many as fit
+    assert budget.criteria_rounds == paper.PAPER_ROUNDS == 24
+    assert plan.default_epochs("mnist_fc", jobs=2, minutes=1) == 4  # floored at 4
+    # a slower machine gives fewer epochs
+    slow = dict(plan.SPEEDS["fc"], step=2 * plan.SPEEDS["fc"]["step"])
+    original = plan.SPEEDS["fc"]
+    try:
+        plan.SPEEDS["fc"] = slow
+        assert plan.default_epochs("mnist_fc") < budget.epochs
+    finally:
+        plan.SPEEDS["fc"] = original
+
+
+def test_wall_estimate_schedules_jobs_with_dependencies():
+    runs = [plan.SubRun("a", "criteria", "lottery", {}, estimate_s=100.0, fixed_s=20.0),
+            plan.SubRun("b", "criteria", "lottery", {}, estimate_s=100.0, fixed_s=20.0),
+            plan.SubRun("c", "untrained", "untrained", {}, depends=("a",), estimate_s=10.0)]
+    assert plan.wall_estimate(runs, 1) == pytest.approx(210.0)
+    # two jobs on two cores: compute takes twice as long, start-up does not
+    assert plan.duration(runs[0], 2) == pytest.approx(20.0 + 2 * 80.0)
+    assert plan.wall_estimate(runs, 2) == pytest.approx(180.0 + 20.0)
+
+
+def test_paper_budget_runs_the_papers_iterations():
+    for preset, info in paper.PRESETS.items():
+        budget = paper.budget_for(preset, "paper")
+        assert budget.iterations == paper.PAPER_ITERATIONS[info.arch] and budget.epochs is None
+        assert budget.eval_every == 100 and budget.criteria_rounds == 24
+        steps = info.train_size // paper.PAPER_BATCH
+        assert -(-budget.iterations // steps) == info.paper_epochs  # ARCH_PRESETS agree
+    runs = plan.plan("mnist_fc", paper.budget_for("mnist_fc", "paper"))
+    baseline = next(run for run in runs if run.name == plan.BASELINE)
+    assert baseline.flags["iterations"] == 50000 and "epochs" not in baseline.flags
+
+
+def test_seeds_give_three_baseline_runs_with_distinct_seeds():
+    budget = paper.budget_for("mnist_fc", "default")
+    assert budget.seeds == 3
+    runs = plan.plan("mnist_fc", budget, seed=5)
+    seeded = [run for run in runs if run.name in plan.seed_names(plan.BASELINE, 3)]
+    assert [run.name for run in seeded] == [plan.BASELINE, plan.BASELINE + "_seed1",
+                                            plan.BASELINE + "_seed2"]
+    assert [run.flags["seed"] for run in seeded] == [5, 6, 7]
+    assert len({run.rounds for run in seeded}) == 1 and seeded[0].rounds == 24
+    assert all(run.flags["seed"] == 5 for run in runs if run not in seeded and
+               "seed" in run.flags)
+
+
+def _seeded(tmp_path, accuracies):
+    """Three baseline seeds whose round-r accuracy is accuracies[seed][r]."""
+    budget = dataclasses.replace(tiny_budget(), seeds=3)
+    runs = plan.plan("mnist_fc", budget)
+    out_dir = str(tmp_path / "runs")
+    fake_reproduction(out_dir, budget, runs)
+    for index, name in enumerate(plan.seed_names(plan.BASELINE, 3)):
+        run = next(r for r in runs if r.name == name)
+        fake_lottery(run.run_dir(out_dir), run.rounds, lambda r, i=index: accuracies[i][r])
+    return budget, runs, out_dir, claims.load_results(runs, out_dir)
+
+
+def test_mean_and_std_over_seeds(tmp_path):
+    rounds = tiny_budget().criteria_rounds
+    table = [[0.97, 0.96] + [0.95] * (rounds - 1), [0.98, 0.97] + [0.95] * (rounds - 1),
+             [0.99, 0.95] + [0.95] * (rounds - 1)]
+    budget, runs, out_dir, loaded = _seeded(tmp_path, table)
+    stats = claims.seed_stats(loaded, plan.BASELINE, 3, budget.criteria_rounds)
+    r, _, mean, std, n = stats[0]
+    assert (r, n) == (0, 3) and mean == pytest.approx(0.98) and std == pytest.approx(0.01)
+    r, _, mean, std, n = stats[1]  # 0.96, 0.97, 0.95: mean 0.96, sample std 0.01
+    assert mean == pytest.approx(0.96) and std == pytest.approx(0.01)
+    assert claims.mean_std([1.0, 2.0, 4.0]) == pytest.approx(
+        (7 / 3, (((1 - 7 / 3) ** 2 + (2 - 7 / 3) ** 2 + (4 - 7 / 3) ** 2) / 2) ** 0.5, 3))
+    assert claims.mean_std([0.5]) == (0.5, None, 1)
+    assert claims.window_stats(loaded, plan.BASELINE, 3, [0, 1])[:2] == pytest.approx(
+        (0.97, 0.005))  # window means 0.965, 0.975, 0.97
+    assert report.pm((0.9821, 0.0005, 3)) == "98.21 ± 0.05"
+    (dense,) = report.dense_lines(loaded, 3)
+    assert dense.y == [pytest.approx(98.0)] and "3 seeds" in dense.label
+    (series,) = report.lottery_series(loaded, [plan.BASELINE], {}, budget.criteria_rounds,
+                                      seeds=3)
+    assert series.y[0] == pytest.approx(96.0) and series.spread[0] == pytest.approx(1.0)
+    text = report.report("mnist_fc", budget, runs, out_dir, str(tmp_path / "R.md"),
+                         str(tmp_path / "figures"), {})
+    assert "98.00 ± 1.00" in text  # the dense network, mean ± std
+    assert " std)" in text  # claims comparing to the lottery ticket give gaps in std
+
+
+def test_plan_commands_are_self_contained_train_commands(tmp_path, capsys):
+    import shlex
+
+    out_dir = str(tmp_path / "shared")
+    assert cli.main(["--plan", "--commands", f"--out_dir={out_dir}"]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    runs = plan.plan("mnist_fc", paper.budget_for("mnist_fc", "default"))
+    assert len(lines) == len(runs)
+    run_dirs = []
+    for line in lines:
+        args = shlex.split(line)
+        assert args[:2] == ["python", "-m"]
+        if args[2] == "tf_lth.reproduce":  # an export, recorded for the report
+            assert any(a.startswith("--run=export/") for a in args)
+            continue
+        assert args[2] == "tf_lth.train" and "--resume" in args
+        run_dirs += [a.split("=", 1)[1] for a in args if a.startswith("--run_dir=")]
+        assert all(a.startswith("--") for a in args[3:])
+    assert len(run_dirs) == len(set(run_dirs)) == len(
+        [run for run in runs if run.kind != "export"])
+    assert all(d.startswith(out_dir) for d in run_dirs)
+    assert cli.main(["--plan", "--commands=1", f"--out_dir={out_dir}"]) == 0
+    first = capsys.readouterr().out.strip().splitlines()
+    assert cli.main(["--plan", "--commands=2", f"--out_dir={out_dir}"]) == 0
+    second = capsys.readouterr().out.strip().splitlines()
+    assert sorted(first + second) == sorted(lines)
+    assert all("untrained" not in line and "export" not in line for line in first)
+
+
+def test_fidelity_table_from_results(tmp_path):
+    rounds = tiny_budget().criteria_rounds
+    table = [[0.975] + [0.98] * rounds, [0.985] + [0.98] * rounds,
+             [0.98] + [0.98] * rounds]
+    budget, runs, out_dir, loaded = _seeded(tmp_path, table)
+    rows = {row["what"]: row for row in report.fidelity_rows("mnist_fc", budget, loaded)}
+    dense = rows["dense network (round 0)"]
+    assert dense["ours"][0] == pytest.approx(0.98) and dense["ours"][1] == pytest.approx(0.005)
+    assert dense["difference"] == pytest.approx(98.0 - 97.9)
+    sc = next(row for what, row in rows.items() if "signed_constant weights" in what)
+    assert sc["difference"] == pytest.approx(80.0 - 86.0)  # fabricated sweep: 0.8
+    learned = next(row for what, row in rows.items() if what.startswith("learned"))
+    assert learned["difference"] == pytest.approx(95.3 - 95.3)
+    lottery = next(row for what, row in rows.items() if "51.3% remaining" in what)
+    assert lottery["difference"] == pytest.approx(98.0 - 98.24)  # round 3: 0.8^3 = 51.2%
+    text = report.report("mnist_fc", budget, runs, out_dir, str(tmp_path / "R.md"),
+                         str(tmp_path / "figures"), {})
+    top = text.split("## Fidelity")[1].split("## Claims at a glance")[0]
+    assert "| dense network (round 0) | 98.00 ± 0.50 (3 seeds) | 97.9 |" in top
+    assert "+0.10" in top
+    empty = report.report("mnist_fc", budget, runs, str(tmp_path / "none"),
+                          str(tmp_path / "E.md"), str(tmp_path / "f2"), {})
+    top = empty.split("## Fidelity")[1].split("## Claims at a glance")[0]
+    rows = [line for line in top.splitlines() if line.startswith("| ") and "number" not in line]
+    assert rows and all("| not run |" in line for line in rows)

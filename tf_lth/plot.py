@@ -34,6 +34,7 @@ class Series:
     x: list
     y: list
     style: dict = dataclasses.field(default_factory=dict)
+    spread: list | None = None  # y's standard deviation over seeds: a band y ± spread
 
 
 def _pyplot():
@@ -87,7 +88,11 @@ def save(figure, path: str, dpi: int = 90) -> str:
 
 def _draw(axis, series: Series, marker: str = "o", markersize: float = 3) -> None:
     style = {"marker": marker, "markersize": markersize, **series.style}
-    axis.plot(series.x, series.y, label=series.label, **style)
+    (line,) = axis.plot(series.x, series.y, label=series.label, **style)
+    if series.spread:  # mean ± std over seeds, in the line's color
+        axis.fill_between(series.x, [y - s for y, s in zip(series.y, series.spread)],
+                          [y + s for y, s in zip(series.y, series.spread)],
+                          color=line.get_color(), alpha=0.2, linewidth=0)
 
 
 def curves_figure(series: list, path: str, title: str, hlines: tuple = (), ylim=None,

@@ -6,11 +6,12 @@ missing); its reason gives the measured values and the rule.
 
 from __future__ import annotations
 
+import math
 import os
 
 from tf_lth import run_files
 from tf_lth.reproduce.paper import CHANCE, MASK_ONE_ACTIONS, MASK_ZERO_ACTIONS, Budget
-from tf_lth.reproduce.plan import BASELINE
+from tf_lth.reproduce.plan import BASELINE, seed_names
 
 
 # ---- the results -------------------------------------------------------------------------
@@ -43,6 +44,62 @@ def curve(results: dict | None, max_round: int | None = None) -> list:
         best = (record.get("best") or {}).get("test_accuracy", record.get("test_accuracy"))
         points.append((record["round"], record["weights_remaining"], best))
     return sorted(points)
+
+
+def mean_std(values: list) -> tuple:
+    """(mean, sample standard deviation (n - 1), n) of the values that are not None; std is
+    None below two values, mean None with none."""
+    values = [value for value in values if value is not None]
+    if not values:
+        return None, None, 0
+    mean = sum(values) / len(values)
+    if len(values) < 2:
+        return mean, None, len(values)
+    return mean, math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1)), len(values)
+
+
+def seed_curves(loaded: dict, name: str, seeds: int, max_round: int | None = None) -> list:
+    """The curves of `name`'s seeds that have results (seed s first)."""
+    found = [curve(loaded.get(seed_name), max_round) for seed_name in seed_names(name, seeds)]
+    return [points for points in found if points]
+
+
+def seed_stats(loaded: dict, name: str, seeds: int, max_round: int | None = None) -> list:
+    """[(round, weights remaining, mean, std, n)] over `name`'s seeds, per round (each round
+    over the seeds that reached it; std None with one seed)."""
+    by_round = {}
+    for points in seed_curves(loaded, name, seeds, max_round):
+        for round_value, weights, accuracy in points:
+            by_round.setdefault(round_value, (weights, []))[1].append(accuracy)
+    return [(r, weights, *mean_std(values)) for r, (weights, values) in sorted(by_round.items())]
+
+
+def mean_curve(loaded: dict, name: str, seeds: int, max_round: int | None = None) -> list:
+    """[(round, weights remaining, mean accuracy over the seeds)]: a curve like `curve`."""
+    return [(r, w, mean) for r, w, mean, _, _ in seed_stats(loaded, name, seeds, max_round)]
+
+
+def window_stats(loaded: dict, name: str, seeds: int, rounds: list,
+                 max_round: int | None = None) -> tuple:
+    """(mean, std, n) over the seeds of each seed's mean accuracy over `rounds`."""
+    return mean_std([window_mean(points, rounds)
+                     for points in seed_curves(loaded, name, seeds, max_round)])
+
+
+def sigmas(gap, std) -> str:
+    """' (2.3 std)': how many seed standard deviations `gap` is; '' without a std."""
+    if gap is None or not std:
+        return ""
+    return f" ({abs(gap) / std:.1f} std)"
+
+
+def seed_note(label: str, stats: tuple) -> str:
+    """' label over n seeds: mean ± std (points)' for a claim's reason; '' with one seed."""
+    mean, std, n = stats
+    if std is None:
+        return ""
+    return (f" {label} over {n} seeds: {100 * mean:.2f} ± {100 * std:.2f}% (mean ± std of the "
+            "window mean); gaps in units of that std in parentheses.")
 
 
 def at_round(points: list, round_index: int):
@@ -102,6 +159,8 @@ def criteria_claims(loaded: dict, budget: Budget) -> tuple:
     names = list(budget.criteria)
     curves = {name: curve(loaded.get(f"criteria/{name}"), budget.criteria_rounds)
               for name in names}
+    if "large_final" in curves:  # the baseline: the mean over its seeds
+        curves["large_final"] = mean_curve(loaded, BASELINE, budget.seeds, budget.criteria_rounds)
     present = [name for name in names if curves[name]]
     missing = [name for name in names if not curves[name]]
     rounds = common_rounds([curves[n] for n in present], 0.036, budget.criteria_rounds)
@@ -120,33 +179,51 @@ def criteria_claims(loaded: dict, budget: Budget) -> tuple:
         return claims, scores, rounds
     best = scores[ranking[0]]
     top = ranking[:3]
+    stats = window_stats(loaded, BASELINE, budget.seeds, rounds, budget.criteria_rounds)
+    spread = ""
+    if stats[1]:
+        spread = (f" large_final over {stats[2]} seeds: {100 * stats[0]:.2f} ± "
+                  f"{100 * stats[1]:.2f}% (mean ± std of the window mean); magnitude_increase "
+                  f"is {100 * (scores['magnitude_increase'] - stats[0]):+.2f} points from it"
+                  f"{sigmas(scores['magnitude_increase'] - stats[0], stats[1])}; the "
+                  f"best is {100 * (best - stats[0]):+.2f}{sigmas(best - stats[0], stats[1])}.")
     ok = all(name in top or best - scores[name] <= CLOSE_TO_BEST
              for name in ("large_final", "magnitude_increase"))
     place = {name: ranking.index(name) + 1 for name in ranking}
     claims.append(("large_final and magnitude_increase are the best criteria", _verdict(
         ok, f"mean test accuracy over {where}: {listing}. Rule: each in the top 3 or within "
             f"{100 * CLOSE_TO_BEST:g} point of the best; large_final is #{place['large_final']}, "
-            f"magnitude_increase #{place['magnitude_increase']} of {len(ranking)}.")))
+            f"magnitude_increase #{place['magnitude_increase']} of {len(ranking)}.{spread}")))
     worst_group = [name for name in ("small_final", "small_init", "random") if name in scores]
     bottom = ranking[-len(worst_group):]
     ok = set(bottom) == set(worst_group)
+    above = [name for name in ranking if name not in worst_group]
+    margin = ""
+    if above and stats[1]:
+        lowest = scores[above[-1]] - max(scores[name] for name in worst_group)
+        margin = (f" The lowest other criterion ({above[-1]}) is {100 * lowest:+.2f} points "
+                  f"above the best of them{sigmas(lowest, stats[1])} (std: large_final's over "
+                  f"{stats[2]} seeds).")
     intruders = [name for name in bottom if name not in worst_group]
     claims.append(("small_* and random are the worst criteria", _verdict(
         ok, f"the bottom {len(worst_group)} over {where} are {', '.join(bottom)}"
             + ("" if ok else f" ({', '.join(intruders)} among them; "
                + ", ".join(f"{n} is #{ranking.index(n) + 1}" for n in worst_group) + ")")
-            + ".")))
+            + "." + margin)))
     return claims, scores, rounds
 
 
 def mask_one_claims(loaded: dict, budget: Budget) -> tuple:
-    base = curve(loaded.get(BASELINE), budget.mask_one_rounds)
+    base = mean_curve(loaded, BASELINE, budget.seeds, budget.mask_one_rounds)
     curves = {action: curve(loaded.get(f"mask_one/{action}"), budget.mask_one_rounds)
               for action in MASK_ONE_ACTIONS}
     present = [a for a, c in curves.items() if c]
     rounds = common_rounds([base] + [curves[a] for a in present], 0.211,
                            budget.mask_one_rounds) if base else []
     lt = window_mean(base, rounds) if rounds else None
+    stats = window_stats(loaded, BASELINE, budget.seeds, rounds, budget.mask_one_rounds) \
+        if rounds else (None, None, 0)
+    note = seed_note("the lottery ticket", stats)
     gaps = {}
     for action in present:
         value = window_mean(curves[action], rounds) if lt is not None else None
@@ -160,29 +237,31 @@ def mask_one_claims(loaded: dict, budget: Budget) -> tuple:
     if missing:
         claims.append((title, _verdict(None, f"runs missing or incomplete: {', '.join(missing)}")))
     else:
-        text = ", ".join(f"{a} {-100 * gaps[a]:+.2f}" for a in unsigned)
+        text = ", ".join(f"{a} {-100 * gaps[a]:+.2f}{sigmas(gaps[a], stats[1])}"
+                         for a in unsigned)
         claims.append((title, _verdict(
             all(gaps[a] >= FAIL_GAP for a in unsigned),
             f"points against the lottery ticket ({pct(lt)}%) in mean test accuracy over "
             f"{where}: {text}. Rule: an action fails when at least {100 * FAIL_GAP:g} point "
-            "below.")))
+            "below." + note)))
     title = "keeping the sign of w_i rescues all three"
     missing = [a for a in MASK_ONE_ACTIONS if a not in gaps] + ([] if base else ["lottery ticket"])
     if missing:
         claims.append((title, _verdict(None, f"runs missing or incomplete: {', '.join(missing)}")))
     else:
         rescued = {a: gaps[a] > 0 and gaps[f"signed_{a}"] <= 0.5 * gaps[a] for a in unsigned}
-        text = ", ".join(f"signed_{a} {-100 * gaps['signed_' + a]:+.2f} (unsigned "
+        text = ", ".join(f"signed_{a} {-100 * gaps['signed_' + a]:+.2f}"
+                         f"{sigmas(gaps['signed_' + a], stats[1])} (unsigned "
                          f"{-100 * gaps[a]:+.2f})" for a in unsigned)
         claims.append((title, _verdict(
             all(rescued.values()),
             f"points against the lottery ticket over {where}: {text}. Rule: rescued when the "
-            "signed version closes at least half of the unsigned version's gap.")))
+            "signed version closes at least half of the unsigned version's gap." + note)))
     return claims, gaps, rounds
 
 
 def mask_zero_claims(loaded: dict, budget: Budget) -> tuple:
-    base = curve(loaded.get(BASELINE), budget.mask_zero_rounds)
+    base = mean_curve(loaded, BASELINE, budget.seeds, budget.mask_zero_rounds)
     curves = {a: curve(loaded.get(f"mask_zero/{a}"), budget.mask_zero_rounds)
               for a in MASK_ZERO_ACTIONS}
     present = [a for a, c in curves.items() if c]
@@ -193,6 +272,10 @@ def mask_zero_claims(loaded: dict, budget: Budget) -> tuple:
     for action in present:
         means[action] = (window_mean(curves[action], mid), window_mean(curves[action], high))
     claims = []
+    std_mid = window_stats(loaded, BASELINE, budget.seeds, mid, budget.mask_zero_rounds) \
+        if mid else (None, None, 0)
+    std_high = window_stats(loaded, BASELINE, budget.seeds, high, budget.mask_zero_rounds) \
+        if high else (None, None, 0)
     title = "pruned weights must be zero, not frozen at init"
     if not base or "freeze_init" not in means:
         missing = ["freeze_init"] if "freeze_init" not in means else ["lottery ticket"]
@@ -202,8 +285,10 @@ def mask_zero_claims(loaded: dict, budget: Budget) -> tuple:
         claims.append((title, _verdict(
             lt_mid - freeze_mid >= FAIL_GAP,
             f"mean test accuracy over {weights_label(base, mid)}: zero {pct(lt_mid)}%, "
-            f"freeze_init {pct(freeze_mid)}% ({100 * (freeze_mid - lt_mid):+.2f} points). Rule: "
-            f"freeze_init at least {100 * FAIL_GAP:g} point below.")))
+            f"freeze_init {pct(freeze_mid)}% ({100 * (freeze_mid - lt_mid):+.2f} points"
+            f"{sigmas(freeze_mid - lt_mid, std_mid[1]).replace(' (', ', ').rstrip(')')}). Rule: "
+            f"freeze_init at least {100 * FAIL_GAP:g} point below."
+            + seed_note("zero (the lottery ticket)", std_mid))))
     title = "variant 2 beats variant 1, which beats the lottery ticket at high sparsity"
     needed = ("freeze_init_zero_mask", "freeze_init_zero_all")
     if not base or any(a not in means for a in needed):
@@ -215,7 +300,12 @@ def mask_zero_claims(loaded: dict, budget: Budget) -> tuple:
         claims.append((title, _verdict(
             v2 > v1 > lt_high,
             f"mean test accuracy over {weights_label(base, high)}: variant 2 {pct(v2)}%, "
-            f"variant 1 {pct(v1)}%, lottery ticket {pct(lt_high)}%.")))
+            f"variant 1 {pct(v1)}%, lottery ticket {pct(lt_high)}%." + (
+                f" Variant 2 leads variant 1 by {100 * (v2 - v1):+.2f} points"
+                f"{sigmas(v2 - v1, std_high[1])} and variant 1 the lottery ticket by "
+                f"{100 * (v1 - lt_high):+.2f}{sigmas(v1 - lt_high, std_high[1])}; std: the "
+                f"lottery ticket's window mean over {std_high[2]} seeds."
+                if std_high[1] else ""))))
     return claims, means, mid, high
 
 

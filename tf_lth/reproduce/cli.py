@@ -13,10 +13,14 @@ reproduced or not, computed from the numbers.
 - While it runs, a line per finished sub-run gives the elapsed time and the time left for
   the whole plan (the plan's estimates, corrected by the measured speed).
 - `--report_only` regenerates RESULTS.md and the figures from the run directories.
-- `--plan` prints the sub-runs and the time estimate and exits.
+- `--plan` prints the sub-runs and the time estimate and exits; `--plan --commands` prints
+  one self-contained command per sub-run instead (for a scheduler; `--commands=1` those that
+  need no other sub-run, `--commands=2` the rest), and `--report_only` collects them.
 
-Budgets: `default` (MNIST fc: under 90 minutes on 2 CPU cores), `smoke` (a few minutes:
-checks the whole pipeline, numbers meaningless), `paper` (the paper's epochs and rounds).
+Budgets: `default` (MNIST fc: as many epochs per round as the plan's estimate fits in 90
+minutes on 2 CPU cores with --jobs=2, at least 4; 3 seeds of dense and large_final),
+`smoke` (a few minutes: checks the whole pipeline, numbers meaningless), `paper` (the
+paper's iterations per round and rounds).
 Presets: mnist_fc, and cifar10_conv2 / conv4 / conv6 where CIFAR-10 and a GPU exist.
 """
 
@@ -32,7 +36,7 @@ import time
 
 from tf_lth import preemption, run_files
 from tf_lth.reproduce import ROOT
-from tf_lth.reproduce.execute import now, run_all
+from tf_lth.reproduce.execute import now, run_all, scheduler_lines
 from tf_lth.reproduce.paper import BUDGETS, PRESETS, budget_for, budget_from_dict
 from tf_lth.reproduce.plan import BASELINE, SECTIONS, format_plan, plan, total_estimate
 from tf_lth.reproduce.report import report
@@ -74,6 +78,11 @@ def parser() -> argparse.ArgumentParser:
         help="override the budget's epochs per lottery round")
     add("--jobs", type=int, default=1, help="sub-runs at once (each gets cores/jobs threads)")
     add("--plan", action="store_true", help="print the plan and exit")
+    add("--commands", nargs="?", const="all", default=None, choices=("all", "1", "2"),
+        help="with --plan: print one command per sub-run (1: those that need no other "
+             "sub-run; 2: the rest, after 1 finished), nothing else")
+    add("--run", default="", help="comma-separated sub-run names: run only these, no report "
+                                  "(what --commands prints for exports)")
     add("--report_only", action="store_true",
         help="regenerate the report from existing runs; train nothing")
     add("--force", action="store_true",
@@ -143,6 +152,16 @@ def _train(arguments, runs: list, only: list, out_dir: str, state: dict,
     run_files.write_json(state_path, state)
 
 
+def _reproduce_args(arguments, out_dir: str) -> list:
+    """The flags that make another `tf_lth.reproduce` invocation plan the same sub-runs."""
+    args = [f"--preset={arguments.preset}", f"--budget={arguments.budget}",
+            f"--out_dir={out_dir}", f"--seed={arguments.seed}"]
+    for name in ("dataset", "data_dir", "epochs"):
+        if getattr(arguments, name):
+            args.append(f"--{name}={getattr(arguments, name)}")
+    return args
+
+
 def main(argv=None) -> int:
     arguments = parser().parse_args(argv)
     preset = arguments.preset
@@ -159,6 +178,10 @@ def main(argv=None) -> int:
     only = [item for item in arguments.only.split(",") if item]
     if _unknown_sections(arguments.only, only):
         return 2
+    if arguments.plan and arguments.commands:
+        print("\n".join(scheduler_lines(runs, out_dir, arguments.data_dir, arguments.commands,
+                                         _reproduce_args(arguments, out_dir))))
+        return 0
     print(format_plan(preset, budget, runs, out_dir), flush=True)
     if arguments.plan:
         return 0
@@ -179,6 +202,18 @@ def main(argv=None) -> int:
     state.update(preset=preset, budget=budget.name, budget_detail=dataclasses.asdict(budget),
                  seed=arguments.seed, dataset=dataset + tfds, machine=_machine(gpu),
                  plan_estimate_s=total_estimate(runs))
+    if arguments.run:
+        names = [name for name in arguments.run.split(",") if name]
+        unknown = [name for name in names if name not in {run.name for run in runs}]
+        if unknown:
+            sys.stderr.write(f"error: --run: unknown sub-runs {unknown}; allowed: the names "
+                             "--plan prints.\n")
+            return 2
+        preemption.install()
+        chosen = [run for run in runs if run.name in names or any(
+            run.name in other.depends for other in runs if other.name in names)]
+        status = run_all(chosen, out_dir, arguments.data_dir, state, state_path, 1)
+        return 0 if all(status.get(name, {}).get("status") == "done" for name in names) else 1
     if not arguments.report_only:
         _train(arguments, runs, only, out_dir, state, state_path)
     report(preset, budget, runs, out_dir, results_path, figures_dir, state)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import datetime
 import os
+import shlex
 import subprocess
 import sys
 import threading
@@ -28,20 +29,41 @@ def _flag(name: str, value) -> str:
     return f"--{name}={value}"
 
 
-def command(run: SubRun, out_dir: str, data_dir: str | None) -> list:
+def command(run: SubRun, out_dir: str, data_dir: str | None, resume: bool | None = None,
+            python: str = sys.executable) -> list:
+    """The sub-run's command line; `--resume` where its run directory exists (or always,
+    with resume=True: a fresh directory accepts it too)."""
     flags = {key: (value.format(out_dir=out_dir) if isinstance(value, str) else value)
              for key, value in run.flags.items()}
     if run.kind == "export":
-        return [sys.executable, "-m", "tf_lth.export"] + [
+        return [python, "-m", "tf_lth.export"] + [
             f"--{key}={value}" for key, value in flags.items()]
     run_dir = run.run_dir(out_dir)
-    args = [sys.executable, "-m", "tf_lth.train"] + [_flag(k, v) for k, v in flags.items()]
+    args = [python, "-m", "tf_lth.train"] + [_flag(k, v) for k, v in flags.items()]
     args += [f"--run_dir={run_dir}", "--noprogress"]
     if data_dir:
         args.append(f"--data_dir={data_dir}")
-    if os.path.exists(os.path.join(run_dir, "config.json")):
+    if resume or (resume is None and os.path.exists(os.path.join(run_dir, "config.json"))):
         args.append("--resume")
     return args
+
+
+def scheduler_lines(runs: list, out_dir: str, data_dir: str | None, stage: str,
+                    reproduce_args: list) -> list:
+    """One self-contained shell line per sub-run, for a scheduler (a Slurm job array):
+    `python -m tf_lth.train ... --resume` for training sub-runs; an export runs through
+    `python -m tf_lth.reproduce REPRODUCE_ARGS --run=NAME`, which also records it for the
+    report. stage "1": sub-runs that need no other; "2": those that need stage 1; "all"."""
+    lines = []
+    for run in runs:
+        if stage == "1" and run.depends or stage == "2" and not run.depends:
+            continue
+        if run.kind == "export":
+            args = ["python", "-m", "tf_lth.reproduce"] + reproduce_args + [f"--run={run.name}"]
+        else:
+            args = command(run, out_dir, data_dir, resume=True, python="python")
+        lines.append(shlex.join(args))
+    return lines
 
 
 def is_complete(run: SubRun, out_dir: str) -> bool:

@@ -6,16 +6,23 @@ import dataclasses
 import os
 
 from tf_lth import config, data, masks
-from tf_lth.reproduce.paper import PRESETS, Budget
+from tf_lth.reproduce.paper import (DEFAULT_JOBS, DEFAULT_MINUTES, MIN_EPOCHS, PRESETS, Budget)
 
 BASELINE = "criteria/large_final"  # the lottery ticket every figure compares against
 # The report's sections, one per figure; --only picks among them.
 SECTIONS = ("criteria", "mask_one", "mask_zero", "untrained", "learned", "tfmot", "blocks")
 
-# Seconds on 2 CPU cores with nothing else running (fc measured; conv rough, from bench).
+# Seconds on 2 CPU cores with nothing else running. fc: the training loop of
+# trainers/loop.py (compiled calls of up to 100 steps, XLA) trains a masked round at 50-60k
+# examples/s unloaded: step = 60 / 50,000 s (the low end). Measured here through the CLI
+# under a load average of 11-12 (other jobs; ours at nice 19): an fc lottery round of one
+# epoch (916 steps, 11 evaluations) took 18-20 s, 2.8-3.0k examples/s, and a learned
+# supermask round of 440 steps at batch 250 took LEARNED_MEASURED_S; only lower bounds on the
+# speed, used for the learned/fc ratio. tfmot runs legacy Keras in its own worker (unchanged).
+# Conv: rough, from bench.
 SPEEDS = {
-    "fc": dict(step=0.0040, step_learned=0.0095, eval=0.1, between=0.4, startup=9.0,
-               sweep_eval=0.09, tfmot_step=0.006, tfmot_startup=12.0, export=35.0),
+    "fc": dict(step=0.0012, step_learned=0.0030, eval=0.05, between=0.5, startup=12.0,
+               sweep_eval=0.04, tfmot_step=0.006, tfmot_startup=12.0, export=35.0),
     "conv2": dict(step=0.3, step_learned=1.1, eval=12.0, between=1.0, startup=12.0,
                   sweep_eval=8.0, tfmot_step=0.4, tfmot_startup=15.0, export=60.0),
     "conv4": dict(step=0.4, step_learned=1.5, eval=16.0, between=1.0, startup=12.0,
@@ -38,6 +45,7 @@ class SubRun:
     rounds: int = 0           # the last round (lottery), or tfmot level
     estimate_s: float = 0.0
     export_round: int = 0
+    fixed_s: float = 0.0      # of estimate_s: start-up and between rounds (one thread anyway)
 
     def run_dir(self, out_dir: str) -> str:
         """The run directory (for an export: the exported run's directory)."""
@@ -86,14 +94,15 @@ def plan(preset: str, budget: Budget, dataset: str | None = None, seed: int = 0,
     steps = iterations(budget, steps_per_epoch(preset, 60, dataset))
     evals = 2 + steps // budget.eval_every
     round_s = steps * speed["step"] + evals * speed["eval"] + speed["between"]
-    runs = _lottery_runs(budget, common, lambda rounds: speed["startup"] + (rounds + 1) * round_s)
+    runs = _lottery_runs(budget, common, lambda rounds: speed["startup"] + (rounds + 1) * round_s,
+                         lambda rounds: speed["startup"] + (rounds + 1) * speed["between"])
     runs.append(_untrained_run(budget, common, speed))
     runs += _learned_runs(budget, common, speed, preset, dataset)
     for level in budget.tfmot_levels:
         runs.append(SubRun(
             f"tfmot/level_{level:02d}", "tfmot", "tfmot",
             {**common, "experiment": "tfmot_baseline", "rounds": level, "one_shot": True},
-            rounds=level,
+            rounds=level, fixed_s=speed["startup"] + speed["tfmot_startup"],
             estimate_s=speed["startup"] + speed["tfmot_startup"]
             + steps * speed["tfmot_step"] + evals * speed["eval"]))
     for source in (BASELINE, "blocks/large_final_1x4"):
@@ -102,12 +111,18 @@ def plan(preset: str, budget: Budget, dataset: str | None = None, seed: int = 0,
             {"run_dir": "{out_dir}/" + source, "round": budget.export_round,
              "formats": "tflite,tflite_sparse"},
             depends=(source,), export_round=budget.export_round,
+            fixed_s=speed["startup"] + speed["export"],
             estimate_s=speed["startup"] + speed["export"]))
     return runs
 
 
-def _lottery_runs(budget: Budget, common: dict, estimate) -> list:
-    """The baseline, criteria, mask-1, mask-0 and 1x4-block lottery runs."""
+def seed_names(name: str, seeds: int) -> list:
+    """The sub-runs of `name` with `seeds` seeds: NAME (--seed=s), NAME_seed1 (s+1), ..."""
+    return [name] + [f"{name}_seed{index}" for index in range(1, seeds)]
+
+
+def _lottery_runs(budget: Budget, common: dict, estimate, fixed) -> list:
+    """The baseline (one sub-run per seed), criteria, mask-1, mask-0 and 1x4-block runs."""
     runs = []
 
     def lottery(name, figure, rounds, **flags):
@@ -115,11 +130,12 @@ def _lottery_runs(budget: Budget, common: dict, estimate) -> list:
                            {**common, "experiment": "lottery", "rounds": rounds,
                             "criterion": "large_final", "mask_one_action": "none",
                             "mask_zero_action": "zero", **flags},
-                           rounds=rounds, estimate_s=estimate(rounds)))
+                           rounds=rounds, estimate_s=estimate(rounds), fixed_s=fixed(rounds)))
 
-    lottery(BASELINE, "criteria", max(budget.criteria_rounds, budget.mask_one_rounds,
-                                      budget.mask_zero_rounds, budget.block_rounds,
-                                      budget.export_round))
+    deepest = max(budget.criteria_rounds, budget.mask_one_rounds, budget.mask_zero_rounds,
+                  budget.block_rounds, budget.export_round)
+    for index, name in enumerate(seed_names(BASELINE, budget.seeds)):
+        lottery(name, "criteria", deepest, seed=common["seed"] + index)
     for criterion in budget.criteria:
         if criterion != "large_final":
             lottery(f"criteria/{criterion}", "criteria", budget.criteria_rounds,
@@ -148,7 +164,8 @@ def _untrained_run(budget: Budget, common: dict, speed: dict) -> SubRun:
          "source_run": "{out_dir}/" + BASELINE,
          "prune_levels": ",".join(map(str, levels)),
          "weight_treatments": ",".join(config.WEIGHT_TREATMENTS)},
-        depends=(BASELINE,), estimate_s=speed["startup"] + evaluations * speed["sweep_eval"])
+        depends=(BASELINE,), fixed_s=speed["startup"],
+        estimate_s=speed["startup"] + evaluations * speed["sweep_eval"])
 
 
 def _learned_runs(budget: Budget, common: dict, speed: dict, preset: str, dataset: str) -> list:
@@ -164,13 +181,63 @@ def _learned_runs(budget: Budget, common: dict, speed: dict, preset: str, datase
         flags["iterations"] = steps
         evals = 2 + steps // budget.learned_eval_every + budget.eval_samples
         runs.append(SubRun(f"learned/{name}", "learned", "learned", flags,
-                           estimate_s=speed["startup"] + steps * speed["step_learned"]
+                           fixed_s=speed["startup"], estimate_s=speed["startup"] + steps * speed["step_learned"]
                            + evals * speed["eval"]))
     return runs
 
 
 def total_estimate(runs: list) -> float:
+    """Seconds of the whole machine: the sum of the sub-runs' estimates (one at a time)."""
     return sum(run.estimate_s for run in runs)
+
+
+def duration(run: SubRun, jobs: int, cores: int = 2) -> float:
+    """A sub-run's estimated seconds with `jobs` at once on `cores` cores. Its start-up and
+    between-round work is single-threaded and takes as long; its training and evaluation get
+    cores // jobs threads (as `execute` sets them) instead of `cores`, and are taken to slow
+    down in proportion (conservative: the fc network's small matrices scale less than
+    linearly with threads)."""
+    slowdown = cores / max(1, cores // max(1, jobs))
+    return run.fixed_s + (run.estimate_s - run.fixed_s) * slowdown
+
+
+def wall_estimate(runs: list, jobs: int = 1, cores: int = 2) -> float:
+    """Wall seconds of the plan with `jobs` sub-runs at once, scheduled as `execute` does (in
+    plan order, each once its dependencies have finished)."""
+    jobs = max(1, jobs)
+    finished, free_at, names = {}, [0.0] * jobs, {run.name for run in runs}
+    for run in runs:
+        ready = max([finished[dep] for dep in run.depends if dep in names] or [0.0])
+        slot = min(range(jobs), key=lambda index: free_at[index])
+        start = max(free_at[slot], ready)
+        finished[run.name] = free_at[slot] = start + duration(run, jobs, cores)
+    return max(finished.values(), default=0.0)
+
+
+def default_epochs(preset: str = "mnist_fc", jobs: int = DEFAULT_JOBS,
+                   minutes: float = DEFAULT_MINUTES, dataset: str | None = None,
+                   budget: Budget | None = None) -> int:
+    """Whole epochs per lottery round such that the plan's wall estimate with `jobs` fits
+    `minutes`; at least MIN_EPOCHS (then the estimate may exceed `minutes`)."""
+    from tf_lth.reproduce import paper
+
+    if budget is None:
+        budget = paper.default_fc_budget(paper.LEARNED_RUNS)
+
+    def fits(epochs):
+        runs = plan(preset, dataclasses.replace(budget, epochs=epochs, iterations=None),
+                    dataset)
+        return wall_estimate(runs, jobs) <= 60 * minutes
+
+    epochs = MIN_EPOCHS
+    while fits(epochs + 1) and epochs < PRESETS[preset].paper_epochs:
+        epochs += 1
+    return epochs
+
+
+def default_epochs_budget(budget: Budget) -> Budget:
+    """The default fc budget with default_epochs() per round."""
+    return dataclasses.replace(budget, epochs=default_epochs(budget=budget))
 
 
 def minutes(seconds: float) -> str:
@@ -188,7 +255,9 @@ def format_plan(preset: str, budget: Budget, runs: list, out_dir: str) -> str:
             detail = f"round {run.export_round}"
         lines.append(f"  [{index:2d}] {run.name:38s} {run.kind:9s} {detail:10s} "
                      f"~{minutes(run.estimate_s)}")
-    lines.append(f"estimated total: {minutes(total_estimate(runs))} (2 CPU cores, nothing "
-                 "else running" + (")" if PRESETS[preset].arch == "fc" else
-                                   "; conv estimates are rough)"))
+    walls = ", ".join(f"{minutes(wall_estimate(runs, jobs))} with --jobs={jobs}"
+                      for jobs in (1, 2))
+    lines.append(f"estimated total: {minutes(total_estimate(runs))} of machine time; wall "
+                 f"{walls} (2 CPU cores, nothing else running" +
+                 (")" if PRESETS[preset].arch == "fc" else "; conv estimates are rough)"))
     return "\n".join(lines)

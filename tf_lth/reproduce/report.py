@@ -14,12 +14,14 @@ from tf_lth import config, masks, run_files
 from tf_lth.plot import Series, bars_figure, curves_figure, panels_figure
 from tf_lth.reproduce import ROOT
 from tf_lth.reproduce.claims import (at_round, block_claim, criteria_claims, curve,
-                                     load_results, mask_one_claims, mask_zero_claims, pct,
-                                     untrained_claims, untrained_table, weights_label)
+                                     load_results, mask_one_claims, mask_zero_claims,
+                                     mean_curve, pct, seed_stats, untrained_claims,
+                                     untrained_table, weights_label)
 from tf_lth.reproduce.execute import is_complete, now
 from tf_lth.reproduce.paper import (CHANCE, FIGURE_CRITERIA, MASK_ONE_ACTIONS, MASK_ZERO_ACTIONS,
                                     PAPER, PAPER_ROUNDS, PRESETS, Budget)
-from tf_lth.reproduce.plan import BASELINE, minutes, total_estimate, untrained_levels
+from tf_lth.reproduce.plan import (BASELINE, minutes, seed_names, total_estimate,
+                                   untrained_levels, wall_estimate)
 
 MASK_ZERO_NAMES = {"zero": "zero (lottery ticket)", "freeze_init": "freeze_init",
                    "freeze_init_zero_mask": "variant 1 (freeze_init_zero_mask)",
@@ -36,20 +38,55 @@ def points_series(points: list, label: str, **style) -> Series:
 
 
 def lottery_series(loaded: dict, names: list, labels: dict, max_round: int,
-                   styles: dict | None = None) -> list:
-    """One Series per sub-run with results (its rounds up to max_round)."""
-    return [points_series(curve(loaded.get(name), max_round), labels.get(name, name),
-                          **(styles or {}).get(name, {}))
-            for name in names if curve(loaded.get(name), max_round)]
+                   styles: dict | None = None, seeds: int = 1) -> list:
+    """One Series per sub-run with results (its rounds up to max_round); the baseline is the
+    mean over its `seeds` with a band of ± one standard deviation."""
+    series = []
+    for name in names:
+        if name == BASELINE and seeds > 1:
+            stats = [p for p in seed_stats(loaded, name, seeds, max_round) if p[0] > 0]
+            if stats:
+                count = max(p[4] for p in stats)
+                label = labels.get(name, name) + (f", mean ± std of {count} seeds"
+                                                   if count > 1 else "")
+                series.append(Series(label, [100 * p[1] for p in stats],
+                                      [100 * p[2] for p in stats],
+                                      dict((styles or {}).get(name, {})),
+                                      spread=[100 * (p[3] or 0.0) for p in stats]))
+        elif curve(loaded.get(name), max_round):
+            series.append(points_series(curve(loaded.get(name), max_round),
+                                        labels.get(name, name), **(styles or {}).get(name, {})))
+    return series
 
 
-def dense_lines(loaded: dict) -> tuple:
+def dense_stats(loaded: dict, seeds: int = 1) -> tuple:
+    """(mean, std, n) of the trained dense network (the baseline's round 0) over its seeds."""
+    stats = [p for p in seed_stats(loaded, BASELINE, seeds, 0) if p[0] == 0]
+    return tuple(stats[0][2:]) if stats else (None, None, 0)
+
+
+def dense_lines(loaded: dict, seeds: int = 1) -> tuple:
     """The trained dense network (the baseline's round 0) as a horizontal line, if run."""
-    dense = curve(loaded.get(BASELINE), 0)
-    if not dense:
+    mean, _, count = dense_stats(loaded, seeds)
+    if mean is None:
         return ()
-    return (Series("dense (round 0)", [], [100 * dense[0][2]],
+    label = "dense (round 0" + (f", mean of {count} seeds)" if count > 1 else ")")
+    return (Series(label, [], [100 * mean],
                    {"color": "black", "linestyle": ":", "linewidth": 1}),)
+
+
+def pm(stats, digits: int = 2) -> str:
+    """'98.21 ± 0.05' (percent) from (mean, std, n); the mean alone with one value."""
+    mean, std = stats[0], stats[1]
+    if mean is None:
+        return "-"
+    return pct(mean, digits) + ("" if std is None else f" ± {100 * std:.{digits}f}")
+
+
+def baseline_cells(loaded: dict, seeds: int, max_round: int, shown: list) -> list:
+    """The baseline's accuracy per shown round, mean ± std over its seeds."""
+    stats = {p[0]: p[2:] for p in seed_stats(loaded, BASELINE, seeds, max_round)}
+    return [pm(stats.get(r, (None, None, 0))) for r in shown]
 
 
 def untrained_panels(results: dict | None) -> dict:
@@ -126,6 +163,17 @@ class Page:
         return [f"- **{verdict['verdict']}**: {title}. {verdict['reason']}"
                 for title, verdict in claims]
 
+    def seeds_text(self) -> str:
+        """'3 seeds (0, 1, 2) of the dense network and the large_final ticket, one of the
+        others, instead of the repro's five' (or one seed)."""
+        seeds = self.budget.seeds
+        if seeds <= 1:
+            return f"One seed ({self.state.get('seed', 0)}) instead of the repro's five"
+        first = self.state.get("seed", 0)
+        listed = ", ".join(str(first + index) for index in range(seeds))
+        return (f"{seeds} seeds ({listed}) of the dense network and the large_final lottery "
+                "ticket (mean ± std), one of every other run, instead of the repro's five")
+
     def deviations(self) -> list:
         """The differences from the paper's protocol that every lottery section shares."""
         return [
@@ -133,7 +181,7 @@ class Page:
             f"{PRESETS[self.preset].paper_epochs} epochs; evaluation every "
             f"{self.budget.eval_every} iterations instead of 100 (the best-validation-loss "
             "point is chosen among fewer evaluations).",
-            "- One seed instead of the repro's five; differences under about half a point are "
+            f"- {self.seeds_text()}; differences under about half a point are "
             "within seed noise.",
         ]
 
@@ -172,9 +220,10 @@ def header_section(page: Page) -> list:
              "(\"repro\").", "",
              f"- Machine: {state.get('machine', platform.platform())}.",
              f"- Data: {state.get('dataset', PRESETS[preset].dataset)}.",
-             f"- Budget: {budget.describe()}. One seed ({state.get('seed', 0)}).",
+             f"- Budget: {budget.describe()}. {page.seeds_text()}.",
              f"- Sub-runs: {done} of {len(runs)} complete; {minutes(seconds)} of compute "
-             f"recorded (plan estimate {minutes(total_estimate(runs))}); last update "
+             f"recorded (plan estimate {minutes(total_estimate(runs))} of machine time, "
+             f"{minutes(wall_estimate(runs, 2))} wall with --jobs=2); last update "
              f"{state.get('updated', now())}.", ""]
     failures = page.status_note([run.name for run in runs])
     if failures:
@@ -188,11 +237,11 @@ def criteria_section(page: Page) -> list:
     names = [BASELINE] + [f"criteria/{c}" for c in budget.criteria if c != "large_final"]
     path = curves_figure(
         lottery_series(loaded, names, {n: n.split("/")[-1] for n in names},
-                       budget.criteria_rounds),
+                       budget.criteria_rounds, seeds=budget.seeds),
         page.figure("criteria"), f"{page.arch}: mask criteria, iterative pruning, rewind to init",
-        hlines=dense_lines(loaded))
+        hlines=dense_lines(loaded, budget.seeds))
     lines = ["## 1. Mask criteria (the paper's Figure 2)", ""] + page.image(path, "criteria")
-    base_curve = curve(loaded.get(BASELINE), budget.criteria_rounds)
+    base_curve = mean_curve(loaded, BASELINE, budget.seeds, budget.criteria_rounds)
     shown = [r for r in (3, 7, 12, 15, 18, 24) if r <= budget.criteria_rounds] or \
         sorted({r for r, _, _ in base_curve if r > 0})[-3:]
     weights = {r: w for r, w, _ in base_curve}
@@ -203,7 +252,9 @@ def criteria_section(page: Page) -> list:
     for criterion in sorted(budget.criteria, key=lambda c: -(scores.get(c) or -1)):
         name = BASELINE if criterion == "large_final" else f"criteria/{criterion}"
         points = curve(loaded.get(name), budget.criteria_rounds)
-        row = [criterion] + [pct(at_round(points, r)) for r in shown] + [pct(scores.get(criterion))]
+        cells = baseline_cells(loaded, budget.seeds, budget.criteria_rounds, shown) \
+            if name == BASELINE else [pct(at_round(points, r)) for r in shown]
+        row = [criterion] + cells + [pct(scores.get(criterion))]
         if page.fc:
             value = page.paper["criteria_24"].get(criterion)
             row.append("-" if value is None else f"{value:.1f}")
@@ -223,16 +274,27 @@ def criteria_section(page: Page) -> list:
     return lines
 
 
+def _nearest(points: list, target_percent: float):
+    """The (round, weights, accuracy) nearest `target_percent` remaining, within 25%."""
+    nearest = min(points, key=lambda p: abs(100 * p[1] - target_percent), default=None)
+    if nearest is None or abs(100 * nearest[1] - target_percent) > 0.25 * target_percent:
+        return None
+    return nearest
+
+
 def lottery_vs_repro_section(page: Page, base_curve: list) -> list:
     """The large_final lottery ticket at the repro's sparsities (mnist_fc only)."""
     paper = page.paper
-    rows = [["100 (dense)", pct(at_round(base_curve, 0)), f"{paper['dense'][0]:.1f}", "round 0"]]
+    stats = {p[0]: p[2:] for p in seed_stats(page.loaded, BASELINE, page.budget.seeds,
+                                             page.budget.criteria_rounds)}
+    rows = [["100 (dense)", pm(stats.get(0, (None, None, 0))), f"{paper['dense'][0]:.1f}",
+             "round 0"]]
     for target, value in paper["lottery"].items():
-        nearest = min(base_curve, key=lambda p: abs(100 * p[1] - target), default=None)
-        if nearest is None or abs(100 * nearest[1] - target) > 0.25 * target:
+        nearest = _nearest(base_curve, target)
+        if nearest is None:
             rows.append([f"{target}", "-", f"{value:.2f}", "not reached"])
         else:
-            rows.append([f"{target}", pct(nearest[2]), f"{value:.2f}",
+            rows.append([f"{target}", pm(stats[nearest[0]]), f"{value:.2f}",
                          f"round {nearest[0]} ({100 * nearest[1]:.1f}%)"])
     return (["### The lottery ticket (large_final) against the repro", ""]
             + _table(["weights remaining (%)", "ours", "repro", "our round"], rows) + [""])
@@ -250,18 +312,19 @@ def mask_one_section(page: Page) -> list:
     labels = {BASELINE: "none (lottery ticket)"}
     labels.update({f"mask_one/{a}": a for a in MASK_ONE_ACTIONS})
     path = curves_figure(
-        lottery_series(loaded, names, labels, budget.mask_one_rounds, styles),
+        lottery_series(loaded, names, labels, budget.mask_one_rounds, styles, budget.seeds),
         page.figure("mask_one"), f"{page.arch}: mask-1 actions (dashed: unsigned, solid: signed)",
-        hlines=dense_lines(loaded))
+        hlines=dense_lines(loaded, budget.seeds))
     lines = ["## 2. Mask-1 actions: the starting values of kept weights (the paper's Figure 3)",
              ""] + page.image(path, "mask-1 actions")
     shown = [r for r in (3, 7, 10, 12, 15) if r <= budget.mask_one_rounds] or \
         [budget.mask_one_rounds]
-    base_points = curve(loaded.get(BASELINE), budget.mask_one_rounds)
+    base_points = mean_curve(loaded, BASELINE, budget.seeds, budget.mask_one_rounds)
     weights = {r: w for r, w, _ in base_points}
     header = _rounds_header("mask-1 action", weights, shown) + \
         ["vs lottery ticket (points, window mean)"]
-    rows = [["none (lottery ticket)"] + [pct(at_round(base_points, r)) for r in shown] + ["0"]]
+    rows = [["none (lottery ticket)"] + baseline_cells(loaded, budget.seeds,
+                                                       budget.mask_one_rounds, shown) + ["0"]]
     for action in budget.mask_one_actions:
         points = curve(loaded.get(f"mask_one/{action}"), budget.mask_one_rounds)
         gap = gaps.get(action)
@@ -284,12 +347,13 @@ def mask_zero_section(page: Page) -> list:
     names = [BASELINE] + [f"mask_zero/{a}" for a in budget.mask_zero_actions]
     labels = {BASELINE: MASK_ZERO_NAMES["zero"]}
     labels.update({f"mask_zero/{a}": MASK_ZERO_NAMES[a] for a in MASK_ZERO_ACTIONS})
-    path = curves_figure(lottery_series(loaded, names, labels, budget.mask_zero_rounds),
+    path = curves_figure(lottery_series(loaded, names, labels, budget.mask_zero_rounds,
+                                        seeds=budget.seeds),
                          page.figure("mask_zero"), f"{page.arch}: mask-0 actions",
-                         hlines=dense_lines(loaded))
+                         hlines=dense_lines(loaded, budget.seeds))
     lines = ["## 3. Mask-0 actions: what pruned weights are (the paper's Figure 4)", ""]
     lines += page.image(path, "mask-0 actions")
-    base_points = curve(loaded.get(BASELINE), budget.mask_zero_rounds)
+    base_points = mean_curve(loaded, BASELINE, budget.seeds, budget.mask_zero_rounds)
     weights = {r: w for r, w, _ in base_points}
     shown = [r for r in (3, 7, 12, 15) if r <= budget.mask_zero_rounds] or \
         [budget.mask_zero_rounds]
@@ -301,8 +365,9 @@ def mask_zero_section(page: Page) -> list:
         name = BASELINE if action == "zero" else f"mask_zero/{action}"
         points = curve(loaded.get(name), budget.mask_zero_rounds)
         mid, high = means.get(action, (None, None))
-        rows.append([MASK_ZERO_NAMES[action]] + [pct(at_round(points, r)) for r in shown] +
-                    [pct(mid), pct(high)])
+        cells = baseline_cells(loaded, budget.seeds, budget.mask_zero_rounds, shown) \
+            if name == BASELINE else [pct(at_round(points, r)) for r in shown]
+        rows.append([MASK_ZERO_NAMES[action]] + cells + [pct(mid), pct(high)])
     lines += _table(header, rows) + [""]
     lines += [CLAIMS_HEADING, ""] + page.add_claims("mask-0", claims) + [""]
     lines += ["Differences from the paper's protocol:", ""] + page.deviations()
@@ -349,7 +414,8 @@ def untrained_section(page: Page) -> list:
               f"- The masks come from the dense network of `{BASELINE}` round 0, trained "
               f"{budget.epochs_text()} (paper: {PRESETS[page.preset].paper_epochs} epochs), so "
               "w_f is less far from w_i than in the paper.",
-              f"- Prune levels {levels}; one seed.", ""]
+              f"- Prune levels {levels}; masks from seed {page.state.get('seed', 0)}'s dense "
+              "network only.", ""]
     return lines + page.status_note(["untrained/all_criteria"]) + [""]
 
 
@@ -367,7 +433,7 @@ def _learned_paper_value(page: Page, name: str) -> str:
 
 def learned_section(page: Page) -> list:
     budget, loaded = page.budget, page.loaded
-    items = [("trained dense network", at_round(curve(loaded.get(BASELINE), 0), 0))]
+    items = [("trained dense network", dense_stats(loaded, budget.seeds)[0])]
     sc = untrained_table(loaded.get("untrained/all_criteria")).get(
         ("large_final_same_sign", "signed_constant"))
     if sc is not None:
@@ -413,7 +479,7 @@ def tfmot_section(page: Page) -> list:
     if tfmot_points or base_points:
         path = curves_figure(series, page.figure("tfmot"),
                              f"{page.arch}: lottery ticket vs tfmot gradual pruning",
-                             hlines=dense_lines(loaded))
+                             hlines=dense_lines(loaded, budget.seeds))
     lines = ["## 6. Baseline: gradual magnitude pruning (tensorflow-model-optimization)", ""]
     lines += page.image(path, "tfmot baseline")
     base_weights = {r: w for r, w, _ in base_points}
@@ -450,16 +516,17 @@ def blocks_section(page: Page) -> list:
     claims, speed = block_claim(loaded, budget)
     names = [BASELINE, "blocks/large_final_1x4"]
     labels = {BASELINE: "1x1 (the paper)", "blocks/large_final_1x4": "1x4 blocks"}
-    path = curves_figure(lottery_series(loaded, names, labels, budget.block_rounds),
+    path = curves_figure(lottery_series(loaded, names, labels, budget.block_rounds,
+                                        seeds=budget.seeds),
                          page.figure("blocks"),
                          f"{page.arch}: large_final lottery tickets, 1x1 vs 1x4",
-                         hlines=dense_lines(loaded))
+                         hlines=dense_lines(loaded, budget.seeds))
     lines = ["## 7. 1x1 vs 1x4 mask blocks (LiteRT's sparse kernel; not in the paper)", ""]
     lines += page.image(path, "1x1 vs 1x4")
     shown = [r for r in (3, 7, 12, 15) if r <= budget.block_rounds] or [budget.block_rounds]
-    rows = [[label] + [pct(at_round(curve(loaded.get(name), budget.block_rounds), r))
-                       for r in shown]
-            for name, label in ((BASELINE, "1x1"), ("blocks/large_final_1x4", "1x4"))]
+    rows = [["1x1"] + baseline_cells(loaded, budget.seeds, budget.block_rounds, shown),
+            ["1x4"] + [pct(at_round(curve(loaded.get("blocks/large_final_1x4"),
+                                          budget.block_rounds), r)) for r in shown]]
     weights = {r: w for r, w, _ in curve(loaded.get(BASELINE), budget.block_rounds)}
     lines += _table(_rounds_header("blocks", weights, shown), rows) + [""]
     lines += _table(["ticket", "dense file, us/example", "sparse file, us/example", "speed-up",
@@ -475,6 +542,83 @@ def blocks_section(page: Page) -> list:
 
 SECTIONS = (criteria_section, mask_one_section, mask_zero_section, untrained_section,
             learned_section, tfmot_section, blocks_section)
+
+
+def fidelity_rows(preset: str, budget: Budget, loaded: dict) -> list:
+    """One row per number of the paper (or the repro) this preset checks: {what, source,
+    ours: (mean, std, n) in [0, 1], paper: percent, difference: points or None}."""
+    rows = []
+
+    def add(what, source, ours, paper_value):
+        ours = tuple(ours) if ours else (None, None, 0)
+        difference = None if ours[0] is None else 100 * ours[0] - paper_value
+        rows.append({"what": what, "source": source, "ours": ours, "paper": paper_value,
+                     "difference": difference})
+
+    seeds = budget.seeds
+    sweep = untrained_table(loaded.get("untrained/all_criteria"))
+    arch = PRESETS[preset].arch
+    if preset == "mnist_fc":
+        paper = PAPER["mnist_fc"]
+        stats = seed_stats(loaded, BASELINE, seeds, budget.criteria_rounds)
+        by_round = {p[0]: p[2:] for p in stats}
+        add("dense network (round 0)", paper["dense"][1], by_round.get(0), paper["dense"][0])
+        for target, value in paper["lottery"].items():
+            nearest = _nearest([(p[0], p[1], p[2]) for p in stats], target)
+            add(f"large_final lottery ticket, {target}% remaining"
+                + (f" (our round {nearest[0]}, {100 * nearest[1]:.1f}%)" if nearest else ""),
+                "repro", by_round.get(nearest[0]) if nearest else None, value)
+        for criterion, value in paper["criteria_24"].items():
+            points = curve(loaded.get(f"criteria/{criterion}"), PAPER_ROUNDS)
+            ours = at_round(points, PAPER_ROUNDS)
+            add(f"{criterion}, round {PAPER_ROUNDS}", "repro",
+                None if ours is None else (ours, None, 1), value)
+        for key, treatment in (("untrained_signed_constant", "signed_constant"),
+                               ("untrained_init", "init")):
+            found = sweep.get(("large_final_same_sign", treatment))
+            add(f"untrained supermask, large_final_same_sign, {treatment} weights, best level",
+                paper[key][1], None if found is None else (found[0], None, 1), paper[key][0])
+        learned = _learned_accuracy(loaded, "signed_constant")
+        add("learned supermask, signed constants (expected mask)",
+            paper["learned_supermask"][1], learned, paper["learned_supermask"][0])
+        return rows
+    paper = PAPER["cifar10"]
+    if arch in paper["learned_supermask"]:
+        value, source = paper["learned_supermask"][arch]
+        add(f"{arch} learned supermask, signed constants", source,
+            _learned_accuracy(loaded, "signed_constant"), value)
+    if arch in paper["learned_dynamic"]:
+        add(f"{arch} learned supermask, dynamic scaling", "secondary",
+            _learned_accuracy(loaded, "signed_constant_dynamic"), paper["learned_dynamic"][arch][0])
+    found = sweep.get(("large_final_same_sign", "signed_constant"))
+    add(f"{arch} untrained supermask, signed constants, best level",
+        paper["untrained_signed_constant"][1], None if found is None else (found[0], None, 1),
+        paper["untrained_signed_constant"][0])
+    return rows
+
+
+def _learned_accuracy(loaded: dict, name: str):
+    record = ((loaded.get(f"learned/{name}") or {}).get("rounds") or [None])[0]
+    value = (record or {}).get("test_accuracy_expected_mask")
+    return None if value is None else (value, None, 1)
+
+
+def fidelity_section(page: Page) -> list:
+    """The table at the top: each number of the paper this preset checks, ours beside it."""
+    rows = []
+    for row in fidelity_rows(page.preset, page.budget, page.loaded):
+        mean, std, count = row["ours"]
+        ours = "not run" if mean is None else pm(row["ours"]) + (
+            f" ({count} seeds)" if count > 1 else "")
+        rows.append([row["what"], ours, f"{row['paper']:g}", row["source"],
+                     "-" if row["difference"] is None else f"{row['difference']:+.2f}"])
+    return (["## Fidelity: our numbers against the paper's", ""]
+            + _table(["number", "ours (%)", "paper (%)", "source", "ours - paper (points)"],
+                     rows)
+            + ["", f"Test accuracy at the best validation loss. Ours at this budget "
+               f"({page.budget.epochs_text()} per round); mean ± std (sample std) where "
+               "seeds exist. \"repro\" is the independent 5-seed reproduction the paper's "
+               "numbers are quoted from.", ""])
 
 
 def summary_section(page: Page) -> list:
@@ -493,7 +637,7 @@ def report(preset: str, budget: Budget, runs: list, out_dir: str, results_path: 
     page = Page(preset, budget, runs, out_dir, results_path, figures_dir, state,
                 load_results(runs, out_dir))
     body = [line for section in SECTIONS for line in section(page)]
-    lines = header_section(page) + summary_section(page) + body
+    lines = header_section(page) + fidelity_section(page) + summary_section(page) + body
     text = "\n".join(lines).rstrip() + "\n"
     run_files.write_text(results_path, text)
     return text
