@@ -13,6 +13,8 @@ same flags: every .npz bitwise, metrics and records as parsed JSON (timing aside
 - A second signal 1.2 s after the first (while round 0 still compiles, so the first is
   still pending) exits at once; every file left is whole and `--resume` still equals the
   uninterrupted run.
+- SIGTERM in an untrained supermask sweep stops between two evaluations; `--resume`
+  gives the same masks.jsonl, byte for byte, as an uninterrupted sweep.
 - A second process on a live run directory (its first process stopped with SIGSTOP, so
   the check does not race the clock): `--resume`, `--overwrite` and export are refused
   with exit 2 naming the holder's pid, and nothing in the folder changes. The holder is
@@ -363,6 +365,77 @@ def test_a_second_signal_exits_at_once_and_leaves_whole_files(waves):
     dirs = waves["dirs"]
     assert assert_same_run(dirs["reference"], dirs["second"]) == 12
     assert temporaries(dirs["second"]) == []  # whatever the exit cut short is cleaned up
+
+
+def _sweep_flags(source_run):
+    return ["--experiment=untrained_supermask", "--dataset=synthetic_mnist",
+            f"--source_run={source_run}", "--criterion=large_final,random",
+            "--prune_levels=0,1,2,3,4,5,6,7", "--seed=7", "--deterministic", "--noprogress"]
+
+
+def _masks_lines(run_dir):
+    path = os.path.join(run_dir, "masks.jsonl")
+    if not os.path.exists(path):
+        return 0
+    with open(path, encoding="utf-8") as stream:
+        return sum(1 for line in stream if line.strip())
+
+
+@pytest.fixture(scope="module")
+def sweep(waves, tmp_path_factory):
+    """An untrained sweep (48 evaluations on the reference run's weights) uninterrupted,
+    and one stopped by SIGTERM after 10 records, then resumed."""
+    root = tmp_path_factory.mktemp("sweep")
+    flags = _sweep_flags(waves["dirs"]["reference"])
+    reference, stopped = str(root / "reference"), str(root / "stopped")
+    jobs = {"reference": lambda: run(reference, flags=flags),
+            "stopped": lambda: _signal_sweep(stopped, flags)}
+    with concurrent.futures.ThreadPoolExecutor(max_workers=2) as pool:
+        futures = {name: pool.submit(job) for name, job in jobs.items()}
+        outcome = {name: future.result() for name, future in futures.items()}
+    assert outcome["reference"][0] == 0, outcome["reference"][2][-3000:]
+    with open(os.path.join(stopped, "masks.jsonl"), encoding="utf-8") as stream:
+        left = stream.read()
+    outcome["resumed"] = run(stopped, "--resume", flags=flags)
+    return dict(reference=reference, stopped=stopped, outcome=outcome, left=left)
+
+
+def _signal_sweep(run_dir, flags):
+    process = subprocess.Popen(_train_command(run_dir, flags), cwd=ROOT, env=_env(),
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    deadline = time.time() + 400
+    try:
+        while _masks_lines(run_dir) < 10:
+            assert process.poll() is None, "the sweep ended before the signal"
+            assert time.time() < deadline
+            time.sleep(0.005)
+        sent = time.monotonic()
+        process.send_signal(signal.SIGTERM)
+        process.wait(timeout=60)
+        seconds = time.monotonic() - sent
+    finally:
+        if process.poll() is None:
+            process.kill()
+        output = process.communicate()[0].decode(errors="replace")
+    return process.returncode, output, seconds
+
+
+def test_sigterm_in_an_untrained_sweep_stops_between_records_and_resume_gives_the_same(sweep):
+    returncode, output, seconds = sweep["outcome"]["stopped"]
+    assert returncode == 143 and seconds < SIGNAL_TO_EXIT_S, (returncode, seconds, output[-2000:])
+    lines = [line for line in output.splitlines() if line.startswith("stopped by")]
+    records = [json.loads(line) for line in sweep["left"].splitlines()]  # every line whole
+    assert 10 <= len(records) < 48
+    assert lines == [f"stopped by SIGTERM at untrained sweep evaluation {len(records) + 1} "
+                     "of 48; resume with --resume"], output[-2000:]
+    returncode, stdout, stderr = sweep["outcome"]["resumed"]
+    assert returncode == 0, stderr[-3000:]
+    with open(os.path.join(sweep["reference"], "masks.jsonl"), "rb") as a, \
+            open(os.path.join(sweep["stopped"], "masks.jsonl"), "rb") as b:
+        assert a.read() == b.read()
+    masks = read_json(os.path.join(sweep["stopped"], "results.json"))["masks"]
+    assert len(masks) == 48 and masks == read_json(
+        os.path.join(sweep["reference"], "results.json"))["masks"]
 
 
 # ---- 2. one process per run directory --------------------------------------------------
