@@ -79,3 +79,27 @@ def test_dense_fc_reaches_97_5_percent_on_real_mnist_in_5_epochs(tmp_path, mnist
     assert record["test_accuracy"] >= 0.975
     final = np.load(os.path.join(run_dir, "round_000", "final.npz"))
     assert any(key.endswith("dense_1/kernel") for key in final.files)
+
+
+def test_resume_of_a_run_made_before_a_flag_existed_compares_with_its_default(tmp_path):
+    """config.json without a newer identity flag: the run had that flag's default."""
+    import json
+
+    import pytest
+
+    from tf_lth import config as config_lib
+    from tf_lth import run_files
+    from tf_lth.config import ConfigError
+
+    run_dir = tmp_path / "old_run"
+    run_dir.mkdir()
+    config = config_lib.make(experiment="learned_supermask", dataset="synthetic_mnist",
+                             run_dir=str(run_dir), resume=True)
+    saved = config_lib.to_dict(config)
+    del saved["keep_fraction"], saved["controls"]
+    (run_dir / "config.json").write_text(json.dumps(saved))
+    assert run_files.check_run_dir(config) is True  # the defaults match: resumes
+    changed = config_lib.make(experiment="learned_supermask", dataset="synthetic_mnist",
+                              run_dir=str(run_dir), resume=True, keep_fraction=0.3)
+    with pytest.raises(ConfigError, match="--keep_fraction=0.3 differs"):
+        run_files.check_run_dir(changed)

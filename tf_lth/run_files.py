@@ -304,8 +304,10 @@ def check_run_dir(config) -> bool:
         except CorruptFileError as error:
             raise ConfigError(f"--resume: {error}") from None
         current = config_lib.to_dict(config)
+        # a flag newer than the run is missing from its config.json: the run had the default
+        defaults = config_lib.to_dict(config_lib.Config())
         for key in config_lib.RUN_IDENTITY:
-            if _normalise(previous.get(key)) != _normalise(current.get(key)):
+            if _normalise(previous.get(key, defaults.get(key))) != _normalise(current.get(key)):
                 raise ConfigError(
                     f"--resume: --{key}={current.get(key)!r} differs from the run's "
                     f"{previous.get(key)!r}; allowed: the run's own flags (see {run_dir}/flags.txt)."
