@@ -130,3 +130,14 @@ def test_jit_compile_on_refuses_what_xla_cannot_compile(tiny_data):
     trainer = Trainer(_model_xla_cannot_compile(), "sgd", 0.01, jit_compile="on")
     with pytest.raises(tf.errors.OpError):
         trainer.fit(tiny_data, Schedule(2, 20, seed=0, eval_every=2, progress=False))
+
+
+def test_a_cosine_schedule_restarts_with_each_round(tiny_data):
+    model = models.build("fc", (28, 28, 1), 10, seed=0)
+    trainer = Trainer(model, "sgd", 0.1, cosine_steps=4, weight_decay=1e-4)
+    trainer.set_learning_rate(0.5)  # the schedule owns the rate: ignored
+    trainer.fit(tiny_data, Schedule(4, 20, seed=0, eval_every=4, progress=False))
+    assert float(trainer.optimizer.learning_rate) == pytest.approx(0.0, abs=1e-7)  # cos(pi)
+    trainer.reset_optimizer()
+    assert int(trainer.optimizer.iterations) == 0
+    assert float(trainer.optimizer.learning_rate) == pytest.approx(0.1)

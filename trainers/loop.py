@@ -41,20 +41,17 @@ def make_optimizer(name: str, learning_rate: float, momentum: float = 0.9,
     """`cosine_steps` > 0: cosine decay of the learning rate to 0 over that many steps
     (a schedule: `Trainer.set_learning_rate` cannot assign it); `weight_decay`: Keras's
     decoupled weight decay (edge-popup, docs/semantics.md)."""
-    extra = {"weight_decay": weight_decay} if weight_decay else {}
     if cosine_steps:
         learning_rate = keras.optimizers.schedules.CosineDecay(learning_rate, cosine_steps)
-    if extra or cosine_steps:
-        return {"adam": keras.optimizers.Adam, "sgd": keras.optimizers.SGD,
-                "rmsprop": keras.optimizers.RMSprop}[name](
-            learning_rate=learning_rate, **extra,
-            **({"momentum": momentum} if name == "sgd" else {}))
+    options = {"learning_rate": learning_rate}
+    if weight_decay:
+        options["weight_decay"] = weight_decay
     if name == "adam":
-        return keras.optimizers.Adam(learning_rate=learning_rate)
+        return keras.optimizers.Adam(**options)
     if name == "sgd":
-        return keras.optimizers.SGD(learning_rate=learning_rate, momentum=momentum)
+        return keras.optimizers.SGD(momentum=momentum, **options)
     if name == "rmsprop":
-        return keras.optimizers.RMSprop(learning_rate=learning_rate, momentum=0.0)
+        return keras.optimizers.RMSprop(momentum=0.0, **options)
     raise ValueError(f"Unknown optimizer {name!r}. Allowed: adam, sgd, rmsprop. Received: {name!r}")
 
 
@@ -163,6 +160,7 @@ class Trainer:
                 "there: auto or off (the plain graph).")
         self.jit = jit_compile == "on" or (jit_compile == "auto" and self.replicas == 1)
         self.jit_mode = jit_compile
+        self.scheduled = cosine_steps > 0  # the schedule, not set_learning_rate, sets the rate
         with self.strategy.scope():
             self.optimizer = make_optimizer(optimizer_name, learning_rate, momentum,
                                             weight_decay, cosine_steps)
@@ -257,13 +255,16 @@ class Trainer:
         return self._eval_call.experimental_get_tracing_count()
 
     def set_learning_rate(self, value: float) -> None:
-        self.optimizer.learning_rate.assign(value)
+        if not self.scheduled:
+            self.optimizer.learning_rate.assign(value)
 
     def reset_optimizer(self) -> None:
-        """Fresh optimizer state by assignment, so the compiled call is kept."""
-        learning_rate = self.optimizer.learning_rate
+        """Fresh optimizer state by assignment, so the compiled call is kept; a learning-rate
+        schedule restarts (its step count is zeroed too)."""
+        learning_rate = None if self.scheduled else self.optimizer.learning_rate
         for variable in self.optimizer.variables:
-            if variable is learning_rate or variable.path == learning_rate.path:
+            if learning_rate is not None and (variable is learning_rate
+                                              or variable.path == learning_rate.path):
                 continue
             variable.assign(tf.zeros(variable.shape, variable.dtype))
         self.loss_sum.assign(0.0)

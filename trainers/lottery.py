@@ -37,10 +37,12 @@ class LotteryRun:
             self.model = model_factory()
         self.layers = masked_layers(self.model)
         self.layer_names = [layer.name for layer in self.layers]
-        self.trainer = Trainer(self.model, config.optimizer, config.learning_rate,
-                               config.momentum, strategy=strategy,
-                               jit_compile=config.jit_compile, log=log)
         self.iterations = config.train_iterations(data.steps_per_epoch(config.batch_size))
+        self.trainer = Trainer(
+            self.model, config.optimizer, config.learning_rate, config.momentum,
+            strategy=strategy, jit_compile=config.jit_compile, log=log,
+            weight_decay=config.weight_decay,
+            cosine_steps=self.iterations if config.lr_schedule == "cosine" else 0)
         if config.rewind_iteration >= self.iterations:
             from tf_lth.config import ConfigError
             raise ConfigError(

@@ -12,7 +12,6 @@ import os
 import time
 
 import numpy as np
-import tensorflow as tf
 
 from tf_lth import actions, masks, preemption, run_files
 from tf_lth.config import ConfigError
@@ -142,50 +141,12 @@ class UntrainedSupermaskRun:
         return records
 
 
-class ScheduledTrainer(Trainer):
-    """A Trainer whose optimizer may hold a cosine schedule (`--lr_schedule=cosine`).
-
-    The schedule fixes the learning rate, so `set_learning_rate` leaves it alone, and
-    `reset_optimizer` zeroes every optimizer variable, the iteration count included, so
-    each round's cosine starts again at the top.
-    """
-
-    def set_learning_rate(self, value: float) -> None:
-        if not self.scheduled:
-            super().set_learning_rate(value)
-
-    def reset_optimizer(self) -> None:
-        if not self.scheduled:
-            return super().reset_optimizer()
-        for variable in self.optimizer.variables:
-            variable.assign(tf.zeros(variable.shape, variable.dtype))
-        self.loss_sum.assign(0.0)
-        self.loss_count.assign(0.0)
-        self.first_nonfinite.assign(0.0)
-
-    @property
-    def scheduled(self) -> bool:
-        import keras
-
-        return isinstance(self.optimizer._learning_rate,
-                          keras.optimizers.schedules.LearningRateSchedule)
-
-
 class LearnedSupermaskRun(LotteryRun):
     """Trains mask logits on frozen weights; reports sampled and expected-mask accuracy.
 
     `--mask_sampling=topk` is edge-popup (docs/semantics.md, "Edge-popup"): each layer
     keeps exactly the top `--keep_fraction` of |score|, in training and evaluation.
     """
-
-    def __init__(self, config, data, model_factory, strategy, log=print):
-        super().__init__(config, data, model_factory, strategy, log)
-        if config.lr_schedule != "constant" or config.weight_decay:
-            self.trainer = ScheduledTrainer(
-                self.model, config.optimizer, config.learning_rate, config.momentum,
-                strategy=strategy, jit_compile=config.jit_compile, log=log,
-                weight_decay=config.weight_decay,
-                cosine_steps=self.iterations if config.lr_schedule == "cosine" else 0)
 
     @property
     def pruned_rounds(self) -> list:
