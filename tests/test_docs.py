@@ -4,8 +4,8 @@ Every mention of a `.md` file or of a `docs/...` path in the project's `*.py` an
 files must name a file the repository holds (tracked by git, or present in a checkout
 without git). Mentions are resolved from the repository root and from the mentioning
 file's folder; a bare file name (`RESULTS.md`) may be anywhere in the repository; URLs,
-`#anchors`, placeholder folders (`RUN_DIR/...`) and the few generated names in
-`GENERATED` are ignored.
+`#anchors`, files written into temporary folders (`tmp_path / "R.md"`), placeholder
+folders (`RUN_DIR/...`) and the few generated names in `GENERATED` are ignored.
 """
 
 import ast
@@ -22,7 +22,6 @@ FOREIGN = ("SPEC.md", "DESIGN.md")
 # Names of files a program writes or a pattern for them, not documents to read.
 GENERATED = {
     "docs/RESULTS_PRESET.md": "tf_lth.reproduce's page for another preset (a pattern)",
-    "R.md": "a temporary file in tests/test_reproduce.py",
 }
 PLACEHOLDER_FOLDER = re.compile(r"^[A-Z][A-Z0-9_]*/")  # RUN_DIR/..., OUT_DIR/...
 REFERENCE = re.compile(r"(?<![\w/.:-])((?:\.\./|\./)?[\w][\w./-]*\.md|docs/[\w][\w./-]*)")
@@ -58,6 +57,8 @@ def _references(path: str) -> list:
             start = match.start()
             if re.search(r"https?://\S*$", line[:start]):
                 continue  # part of a URL
+            if re.search(r"tmp_path|tmpdir|tempfile|mkdtemp", line):
+                continue  # a file a test writes into a temporary folder
             target = match.group(1).rstrip(".").split("#")[0]
             if target:
                 found.append((line_number, target))

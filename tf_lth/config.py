@@ -276,7 +276,8 @@ def make(**values) -> Config:
 RUN_IDENTITY = (
     "experiment", "dataset", "arch", "epochs", "iterations", "batch_size", "optimizer",
     "learning_rate", "momentum", "seed", "criterion", "rounds", "prune_rates", "one_shot",
-    "rewind_iteration", "mask_one_action", "mask_zero_action", "mask_block", "validation_size",
+    "rewind_iteration", "mask_one_action", "mask_zero_action", "mask_block", "prune_scope",
+    "validation_size",
     "supermask_weights", "sigmoid_bias", "constant_multiplier", "mask_sampling",
     "keep_fraction", "lr_schedule", "weight_decay", "controls",
     "dynamic_scaling", "prune_levels", "weight_treatments", "source_run", "eval_every",
