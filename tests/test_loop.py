@@ -141,3 +141,19 @@ def test_a_cosine_schedule_restarts_with_each_round(tiny_data):
     trainer.reset_optimizer()
     assert int(trainer.optimizer.iterations) == 0
     assert float(trainer.optimizer.learning_rate) == pytest.approx(0.1)
+
+
+def test_auto_keeps_xla_for_dense_networks_and_the_plain_graph_for_cpu_convolutions():
+    import tensorflow as tf
+
+    if tf.config.list_logical_devices("GPU"):
+        pytest.skip("a GPU is present: auto uses XLA for convolutions there")
+    lines = []
+    dense = Trainer(models.build("fc", (28, 28, 1), 10, seed=0), "adam", 1e-3,
+                    log=lines.append)
+    conv = Trainer(models.build("conv2", (8, 8, 3), 10, seed=0), "adam", 1e-3,
+                   log=lines.append)
+    forced = Trainer(models.build("conv2", (8, 8, 3), 10, seed=0), "adam", 1e-3,
+                     jit_compile="on", log=lines.append)
+    assert (dense.jit, conv.jit, forced.jit) == (True, False, True)
+    assert len([line for line in lines if "convolutional network on CPU" in line]) == 1

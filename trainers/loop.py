@@ -139,8 +139,10 @@ class Trainer:
 
     `jit_compile`: "auto" compiles with XLA and falls back to the plain graph, once and
     saying so through `log`, when XLA refuses an op; "on" requires XLA; "off" never uses
-    it. With more than one replica (MirroredStrategy, multi-worker), "auto" runs the plain
-    graph: the optimizer's cross-replica update cannot live inside an XLA cluster.
+    it. "auto" runs the plain graph with more than one replica (MirroredStrategy,
+    multi-worker: the optimizer's cross-replica update cannot live inside an XLA cluster),
+    and for convolutional networks when there is no GPU (XLA's CPU convolutions are far
+    slower than oneDNN's).
     """
 
     def __init__(self, model, optimizer_name="adam", learning_rate=1e-3, momentum=0.9,
@@ -158,8 +160,9 @@ class Trainer:
             raise ValueError(
                 f"--jit_compile=on is not supported with {self.replicas} replicas; allowed "
                 "there: auto or off (the plain graph).")
-        self.jit = jit_compile == "on" or (jit_compile == "auto" and self.replicas == 1)
         self.jit_mode = jit_compile
+        self.jit = jit_compile == "on" or (jit_compile == "auto" and self.replicas == 1
+                                           and self._xla_suits(model))
         self.scheduled = cosine_steps > 0  # the schedule, not set_learning_rate, sets the rate
         with self.strategy.scope():
             self.optimizer = make_optimizer(optimizer_name, learning_rate, momentum,
@@ -171,6 +174,22 @@ class Trainer:
             self.first_nonfinite = tf.Variable(0.0, trainable=False, name="first_nonfinite")
         self._device = None
         self._compile(self.jit)
+
+    def _xla_suits(self, model) -> bool:
+        """Under "auto": XLA, except for convolutional networks without a GPU, where XLA's
+        CPU convolutions compile and run many times slower than the plain graph's (oneDNN);
+        said once through `log`."""
+        if tf.config.list_logical_devices("GPU") or tf.config.list_logical_devices("TPU"):
+            return True
+        convolutions = (keras.layers.Conv1D, keras.layers.Conv2D, keras.layers.Conv3D,
+                        keras.layers.DepthwiseConv2D, keras.layers.SeparableConv2D,
+                        keras.layers.Conv2DTranspose)
+        if any(isinstance(layer, convolutions) for layer in model._flatten_layers()):
+            self.log("--jit_compile=auto: the plain graph for this convolutional network on "
+                     "CPU (XLA's CPU convolutions are far slower here); --jit_compile=on "
+                     "forces XLA")
+            return False
+        return True
 
     def _compile(self, jit: bool) -> None:
         self.jit = jit
