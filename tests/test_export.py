@@ -82,7 +82,7 @@ def test_bake_kernel_is_zero_where_pruned_frozen_where_frozen_kernel_where_kept(
     for masked, baked in zip(masked_layers(model), kernel_layers(plain)):
         assert type(baked) is keras.layers.Dense and baked.name == masked.name
         mask, frozen = masked.mask.numpy(), masked.frozen.numpy()
-        kernel, raw = baked.kernel.numpy(), masked._kernel.numpy()
+        kernel, raw = baked.kernel.numpy(), masked.kernel_variable.numpy()
         pruned = mask == 0
         assert np.all(kernel[pruned & (frozen == 0)] == 0.0)  # exact zeros
         frozen_at = pruned & (frozen != 0)
@@ -104,7 +104,7 @@ def test_bake_supermask_signed_constant_uses_expected_mask():
     images = _images(16)
 
     for masked, baked in zip(masked_layers(model), kernel_layers(plain)):
-        kernel, raw = baked.kernel.numpy(), masked._kernel.numpy()
+        kernel, raw = baked.kernel.numpy(), masked.kernel_variable.numpy()
         std = np.std(raw)
         kept = masked.mask_logits.numpy() > 0  # sigmoid(s) > 0.5
         assert np.all(kernel[~kept] == 0.0)
@@ -138,7 +138,7 @@ def test_bake_functional_model_with_dynamic_scaling():
     assert [layer.name for layer in plain.layers] == ["features", "hidden", "drop", "head"]
     # Half the weights kept: dynamic scaling doubles them.
     hidden_kernel = plain.get_layer("hidden").kernel.numpy()
-    raw = model.get_layer("hidden")._kernel.numpy()
+    raw = model.get_layer("hidden").kernel_variable.numpy()
     np.testing.assert_allclose(hidden_kernel[0::2], 2.0 * raw[0::2], rtol=1e-6)
     np.testing.assert_allclose(_logits(plain, features), _logits(model, features), atol=1e-5)
 

@@ -52,9 +52,9 @@ def test_pruned_weights_do_not_move_during_training(tiny_data):
     layer = masked_layers(model)[0]
     mask = (np.random.default_rng(1).uniform(size=layer.mask.shape) > 0.5).astype(np.float32)
     layer.mask.assign(mask)
-    before = np.array(layer._kernel)
+    before = np.array(layer.kernel_variable)
     Trainer(model, "adam", 1e-2).fit(tiny_data, Schedule(10, 20, seed=0, eval_every=10, progress=False))
-    after = np.array(layer._kernel)
+    after = np.array(layer.kernel_variable)
     assert np.array_equal(after[mask == 0], before[mask == 0])
     assert np.mean(after[mask == 1] != before[mask == 1]) > 0.5
 

@@ -94,7 +94,7 @@ def test_initial_weights_equal_the_keras3_model_with_the_same_seed(baseline_run)
     model = models.build("fc", (28, 28, 1), 10, seed=3)
     with np.load(run_dir / "round_001" / "initial.npz") as archive:
         for layer in masked_layers(model):
-            np.testing.assert_allclose(archive[layer.name], np.array(layer._kernel),
+            np.testing.assert_allclose(archive[layer.name], np.array(layer.kernel_variable),
                                        rtol=1e-6, atol=1e-7, err_msg=layer.name)
 
 

@@ -1,8 +1,8 @@
 """Mask-1 and mask-0 actions: the values a layer's weights take for the next round.
 
-Core layer (docs/architecture.md): pure NumPy. Mask-1 actions set the starting values of the kept
-weights (SPEC section 5); mask-0 actions set the frozen values of the pruned weights (SPEC
-section 6). A trainer assigns `start` to the kernel and `frozen` to the layer's `frozen`
+Core layer (docs/architecture.md): pure NumPy. Mask-1 actions set the starting values of
+the kept weights; mask-0 actions set the frozen values of the pruned weights
+(docs/semantics.md, "Mask-1 actions" and "Mask-0 actions"). A trainer assigns `start` to the kernel and `frozen` to the layer's `frozen`
 variable, so the effective kernel `mask * start + (1 - mask) * frozen` is well defined.
 """
 
@@ -71,7 +71,7 @@ def mask_one_values(
     reinit draws without replacement from a shuffle of all of the layer's w_init; reshuffle
     permutes the kept weights' own w_init among the kept positions; constant is c x s with
     c = std(w_init) of the layer and s the layer's signs of w_init, shuffled. signed_* take
-    the magnitude and use sign(w_init) of the position instead (SPEC section 5).
+    the magnitude and use sign(w_init) of the position instead (docs/semantics.md).
     """
     check_choice("action", action, MASK_ONE_ACTIONS, "mask-1 action")
     w_init = _as_values(w_init)
