@@ -110,9 +110,9 @@ def mask_zero_values(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Values of the pruned weights, and which kept weights start the next round at 0.
 
-    Weights pruned this round (prev_mask 1, new_mask 0) get the action's value (SPEC
-    section 6); weights pruned earlier keep `prev_frozen` (zeros when None); kept positions
-    hold 0. "Shrank" below means abs(w_final) < abs(w_init).
+    Weights pruned this round (prev_mask 1, new_mask 0) get the action's value
+    (docs/semantics.md, "Mask-0 actions"); weights pruned earlier keep `prev_frozen` (zeros
+    when None); kept positions hold 0. "Shrank" below means abs(w_final) < abs(w_init).
 
     Returns:
         (frozen, zero_start): `zero_start` marks, for freeze_init_zero_all (variant 2), the
