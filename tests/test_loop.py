@@ -90,7 +90,8 @@ def test_schedule_boundaries_include_evaluations_checkpoints_snapshots_and_the_e
 
 
 def test_training_in_calls_matches_one_step_per_call_bitwise(tiny_data):
-    """Steps inside one compiled call are the same computation as steps in separate calls."""
+    """Steps inside one compiled call are the same computation as steps in separate calls,
+    and calls of different lengths share one trace (the step count is a runtime value)."""
     states = []
     for steps_per_call in (1, 8):
         model = models.build("fc", (28, 28, 1), 10, seed=0)
@@ -143,7 +144,7 @@ def test_a_cosine_schedule_restarts_with_each_round(tiny_data):
     assert float(trainer.optimizer.learning_rate) == pytest.approx(0.1)
 
 
-def test_auto_keeps_xla_for_dense_networks_and_the_plain_graph_for_cpu_convolutions():
+def test_auto_keeps_xla_for_dense_networks_and_the_plain_graph_for_cpu_conv_and_supermasks():
     import tensorflow as tf
 
     if tf.config.list_logical_devices("GPU"):
@@ -155,5 +156,8 @@ def test_auto_keeps_xla_for_dense_networks_and_the_plain_graph_for_cpu_convoluti
                    log=lines.append)
     forced = Trainer(models.build("conv2", (8, 8, 3), 10, seed=0), "adam", 1e-3,
                      jit_compile="on", log=lines.append)
-    assert (dense.jit, conv.jit, forced.jit) == (True, False, True)
+    supermask = Trainer(models.build("fc", (28, 28, 1), 10, seed=0, supermask=True), "sgd",
+                        1.0, log=lines.append)
+    assert (dense.jit, conv.jit, forced.jit, supermask.jit) == (True, False, True, False)
     assert len([line for line in lines if "convolutional network on CPU" in line]) == 1
+    assert len([line for line in lines if "supermask sampling on CPU" in line]) == 1

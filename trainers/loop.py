@@ -141,8 +141,8 @@ class Trainer:
     saying so through `log`, when XLA refuses an op; "on" requires XLA; "off" never uses
     it. "auto" runs the plain graph with more than one replica (MirroredStrategy,
     multi-worker: the optimizer's cross-replica update cannot live inside an XLA cluster),
-    and for convolutional networks when there is no GPU (XLA's CPU convolutions are far
-    slower than oneDNN's).
+    and, when there is no GPU, for convolutional networks and supermasks, which the plain
+    graph runs faster on CPU.
     """
 
     def __init__(self, model, optimizer_name="adam", learning_rate=1e-3, momentum=0.9,
@@ -176,18 +176,24 @@ class Trainer:
         self._compile(self.jit)
 
     def _xla_suits(self, model) -> bool:
-        """Under "auto": XLA, except for convolutional networks without a GPU, where XLA's
-        CPU convolutions compile and run many times slower than the plain graph's (oneDNN);
-        said once through `log`."""
+        """Under "auto": XLA, except without a GPU for convolutional networks and supermasks,
+        where the plain graph is faster on CPU (measured on 2 cores: a conv2 round took
+        minutes under XLA against 49 s; a Bernoulli supermask step ran 9x slower, XLA's
+        random numbers, and an edge-popup step 1.5x slower, its top-k); said once."""
         if tf.config.list_logical_devices("GPU") or tf.config.list_logical_devices("TPU"):
             return True
         convolutions = (keras.layers.Conv1D, keras.layers.Conv2D, keras.layers.Conv3D,
                         keras.layers.DepthwiseConv2D, keras.layers.SeparableConv2D,
                         keras.layers.Conv2DTranspose)
-        if any(isinstance(layer, convolutions) for layer in model._flatten_layers()):
-            self.log("--jit_compile=auto: the plain graph for this convolutional network on "
-                     "CPU (XLA's CPU convolutions are far slower here); --jit_compile=on "
-                     "forces XLA")
+        layers = list(model._flatten_layers())
+        reason = None
+        if any(isinstance(layer, convolutions) for layer in layers):
+            reason = "this convolutional network"
+        elif any(getattr(layer, "supermask", False) for layer in masked_layers(model)):
+            reason = "supermask sampling"
+        if reason:
+            self.log(f"--jit_compile=auto: the plain graph for {reason} on CPU (faster than "
+                     "XLA there); --jit_compile=on forces XLA")
             return False
         return True
 
@@ -218,8 +224,13 @@ class Trainer:
                                   batch_indices.shape[0])
 
     def _train_steps(self, images, labels, indices, num_steps):
-        """`num_steps` training steps; step k trains on the examples `indices[k]`."""
-        for k in tf.range(num_steps):
+        """`num_steps` training steps; step k trains on the examples `indices[k]`.
+
+        A `while` on a counter, not `tf.range(num_steps)`: XLA would take the range's
+        length as a compile-time constant and compile again for every call length.
+        """
+        k = tf.constant(0, tf.int32)
+        while k < num_steps:
             batch_indices = indices[k]
             if self.replicas == 1:
                 loss = self._replica_step(tf.gather(images, batch_indices),
@@ -234,6 +245,7 @@ class Trainer:
             self.first_nonfinite.assign(tf.where(
                 tf.logical_or(self.first_nonfinite > 0.0, tf.math.is_finite(loss)),
                 self.first_nonfinite, self.loss_count))
+            k += 1
 
     def _evaluate_chunks(self, images, labels, segments):
         """[segments + 1, 2] sums of (loss, correct) per segment over every chunk."""
