@@ -13,7 +13,7 @@ import pytest
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CORE = ("tf_lth/layers.py", "tf_lth/masks.py", "tf_lth/actions.py", "tf_lth/models.py",
         "tf_lth/data.py", "tf_lth/config.py", "tf_lth/run_files.py", "tf_lth/distribute.py",
-        "tf_lth/preemption.py")
+        "tf_lth/preemption.py", "tf_lth/run_lock.py", "tf_lth/wrap.py", "tf_lth/ticket.py")
 CLI_MODULES = {"tf_lth.train", "tf_lth.tune", "tf_lth.export", "tf_lth.plot",
                "tf_lth.reproduce", "tf_lth.flags"}
 

@@ -280,7 +280,7 @@ def prune(
         {kernel key: new 0/1 mask}.
     """
     _check_scope(scope)
-    masks._check_choice("criterion", criterion, masks.CRITERIA, "criterion")
+    masks.check_choice("criterion", criterion, masks.CRITERIA, "criterion")
     block = _block(block)
     slots = {slot.key: slot for slot in kernel_slots(model)}
     if not slots:
@@ -458,11 +458,11 @@ def find_ticket(
         A `Ticket`: the model, masks, frozen values, start state and one record per round.
     """
     _check_scope(scope)
-    masks._check_choice("criterion", criterion, masks.CRITERIA, "criterion")
-    actions._check_action("mask_one_action", mask_one_action, actions.MASK_ONE_ACTIONS,
-                          "mask-1 action")
-    actions._check_action("mask_zero_action", mask_zero_action, actions.MASK_ZERO_ACTIONS,
-                          "mask-0 action")
+    masks.check_choice("criterion", criterion, masks.CRITERIA, "criterion")
+    masks.check_choice("mask_one_action", mask_one_action, actions.MASK_ONE_ACTIONS,
+                       "mask-1 action")
+    masks.check_choice("mask_zero_action", mask_zero_action, actions.MASK_ZERO_ACTIONS,
+                       "mask-0 action")
     block = _block(block)
     if int(rounds) < 0:
         raise ValueError(f"rounds must be >= 0. Received: rounds={rounds!r}")
