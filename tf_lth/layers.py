@@ -71,6 +71,19 @@ class MaskedMixin:
     KERNEL_ATTRIBUTES: tuple = ("_kernel",)
     SLOT_PREFIXES: tuple = ("",)
 
+
+    def _conv_bias_and_activation(self, outputs):
+        """A convolution's bias (broadcast along its data format) and activation, as the
+        stock Keras convolution layers apply them."""
+        if self.use_bias:
+            if self.data_format == "channels_last":
+                bias_shape = (1,) * (self.rank + 1) + (self.filters,)
+            else:
+                bias_shape = (1, self.filters) + (1,) * self.rank
+            outputs = ops.add(outputs, ops.reshape(self.bias, bias_shape))
+        if self.activation is not None:
+            return self.activation(outputs)
+        return outputs
     def _init_mask_options(
         self,
         supermask=False,
@@ -533,15 +546,7 @@ class _MaskedConvCall:
             dilation_rate=self.dilation_rate,
             data_format=self.data_format,
         )
-        if self.use_bias:
-            if self.data_format == "channels_last":
-                bias_shape = (1,) * (self.rank + 1) + (self.filters,)
-            else:
-                bias_shape = (1, self.filters) + (1,) * self.rank
-            outputs = ops.add(outputs, ops.reshape(self.bias, bias_shape))
-        if self.activation is not None:
-            return self.activation(outputs)
-        return outputs
+        return self._conv_bias_and_activation(outputs)
 
 
 @keras.saving.register_keras_serializable(package="tf_lth")
@@ -599,15 +604,7 @@ class MaskedConv2D(MaskedMixin, keras.layers.Conv2D):
 
     def call(self, inputs, training=None):
         outputs = self.convolution_op(inputs, self.effective_kernel(training=bool(training)))
-        if self.use_bias:
-            if self.data_format == "channels_last":
-                bias_shape = (1,) * (self.rank + 1) + (self.filters,)
-            else:
-                bias_shape = (1, self.filters) + (1,) * self.rank
-            outputs = ops.add(outputs, ops.reshape(self.bias, bias_shape))
-        if self.activation is not None:
-            return self.activation(outputs)
-        return outputs
+        return self._conv_bias_and_activation(outputs)
 
     def get_config(self):
         return {**super().get_config(), **self._mask_option_config()}
@@ -697,15 +694,7 @@ class MaskedSeparableConv2D(_OptionsInit, MaskedMixin, keras.layers.SeparableCon
             dilation_rate=self.dilation_rate,
             data_format=self.data_format,
         )
-        if self.use_bias:
-            if self.data_format == "channels_last":
-                bias_shape = (1,) * (self.rank + 1) + (self.filters,)
-            else:
-                bias_shape = (1, self.filters) + (1,) * self.rank
-            outputs = ops.add(outputs, ops.reshape(self.bias, bias_shape))
-        if self.activation is not None:
-            return self.activation(outputs)
-        return outputs
+        return self._conv_bias_and_activation(outputs)
 
 
 @keras.saving.register_keras_serializable(package="tf_lth")
