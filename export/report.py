@@ -93,12 +93,12 @@ def _match_storage(layers: list, kernels: list, records: list) -> list:
     return matched
 
 
-def layer_report(plain_model: keras.Model, sparse_files: dict) -> list:
-    """Per Dense/Conv layer: shape, sparsity, 1x4 blocks and the LiteRT kernel verdict.
+def layer_report(layers: list, sparse_files: dict) -> list:
+    """Per Dense/Conv layer (`layers`: the baked model's `kernel_layers`): shape, sparsity,
+    1x4 blocks and the LiteRT kernel verdict.
 
     `sparse_files` maps each exported sparse-encoded format to its flatbuffer bytes.
     """
-    layers = kernel_layers(plain_model)
     kernels = [np.asarray(layer.kernel.numpy()) for layer in layers]
     storage = {
         kind: _match_storage(layers, kernels, tflite_lib.weight_storage(model_bytes))
@@ -134,7 +134,7 @@ MEASURED_SPARSE_SPEEDUP = 1.15
 MIN_WEIGHTS_TO_JUDGE = 16384
 
 
-def measure_layer_latencies(plain_model: keras.Model, num_examples: int = 200,
+def measure_layer_latencies(layers: list, num_examples: int = 200,
                             seed: int = 0) -> dict:
     """Per Dense layer: LiteRT latency of that layer alone, dense and sparse-encoded float.
 
@@ -144,7 +144,7 @@ def measure_layer_latencies(plain_model: keras.Model, num_examples: int = 200,
     """
     rng = np.random.default_rng(seed)
     measured = {}
-    for layer in kernel_layers(plain_model):
+    for layer in layers:
         if not isinstance(layer, keras.layers.Dense):
             continue
         kernel = np.asarray(layer.kernel.numpy())
@@ -182,9 +182,9 @@ def _attach_measurements(entries: list, measured: dict) -> None:
             runs_sparse == (entry["litert_kernel"] == "sparse"))
 
 
-def weights_remaining(plain_model: keras.Model) -> float:
-    """Fraction of nonzero kernel weights over all Dense/Conv kernels."""
-    kernels = [np.asarray(layer.kernel.numpy()) for layer in kernel_layers(plain_model)]
+def weights_remaining(layers: list) -> float:
+    """Fraction of nonzero kernel weights over the Dense/Conv `layers`' kernels."""
+    kernels = [np.asarray(layer.kernel.numpy()) for layer in layers]
     total = sum(kernel.size for kernel in kernels)
     return float(sum(np.count_nonzero(kernel) for kernel in kernels) / max(total, 1))
 
@@ -334,7 +334,8 @@ def export_all(
         reference, baked_diff = baked_logits, None
         reference_name = "baked Keras model (one recorded supermask sample)"
     keras_accuracy = _accuracy(reference, labels)
-    remaining = weights_remaining(plain)
+    plain_layers = kernel_layers(plain)  # asked once, passed to every per-layer step
+    remaining = weights_remaining(plain_layers)
 
     os.makedirs(out_dir, exist_ok=True)
     report_path = os.path.join(out_dir, REPORT_NAME)
@@ -364,9 +365,9 @@ def export_all(
             **details,
         }
 
-    layers = layer_report(plain, sparse_files)
+    layers = layer_report(plain_layers, sparse_files)
     if measure_layers and "tflite_sparse" in formats:
-        _attach_measurements(layers, measure_layer_latencies(plain, seed=int(seed)))
+        _attach_measurements(layers, measure_layer_latencies(plain_layers, seed=int(seed)))
     report = {
         "supermask_export": supermask_export,
         "seed": int(seed),

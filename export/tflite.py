@@ -513,48 +513,76 @@ def convert_module_with_fallback(module, kind: str, representative_dataset=None)
 
 
 def _with_fallback(make, kind: str) -> tuple:
+    """The first of a flat sequence of named attempts that holds (see `_sparse_attempts`);
+    every attempt tried is recorded in `info["attempts"]` with its size and outcome."""
     model_bytes = make(kind)
     if kind not in SPARSE_KINDS:
         return model_bytes, _choice(False, "dense format")
     dense_bytes = make(DENSE_KIND[kind])
-    sizes = {
-        "sparse_encoded_size_bytes": len(model_bytes),
-        "dense_encoded_size_bytes": len(dense_bytes),
-    }
-    if len(model_bytes) >= len(dense_bytes):
-        reason = (
-            f"sparse encoding ({len(model_bytes)} bytes) is not smaller than dense "
-            f"({len(dense_bytes)} bytes) at this sparsity; kept the dense file"
-        )
+    attempts = []
+    for name, candidate, outcome in _sparse_attempts(model_bytes, dense_bytes, kind):
+        attempts.append({"attempt": name, "size_bytes": None if candidate is None
+                         else len(candidate), "accepted": outcome.accepted,
+                         "why": outcome.why})
+        if outcome.accepted:
+            return candidate, _choice(name != "dense", outcome.why, attempts=attempts,
+                                      **outcome.extra)
+    raise AssertionError("the dense attempt always holds")
+
+
+class _Outcome:
+    """Whether an attempt holds, why, and what the report records with it."""
+
+    def __init__(self, accepted: bool, why: str, **extra):
+        self.accepted, self.why, self.extra = accepted, why, extra
+
+
+def _sparse_attempts(sparse: bytes, dense: bytes, kind: str):
+    """(name, file, outcome) in order of preference, each computed only when reached:
+    element-wise CSR re-encoding of LiteRT's partly filled blocks, the sparse file on the
+    default interpreter (XNNPACK), the sparse file on LiteRT's built-in kernels, the dense
+    file. Each interpreter check runs at most once."""
+    int8 = kind in INT8_KINDS
+    sizes = {"sparse_encoded_size_bytes": len(sparse), "dense_encoded_size_bytes": len(dense)}
+    smaller = len(sparse) < len(dense)
+    not_smaller = (f"sparse encoding ({len(sparse)} bytes) is not smaller than dense "
+                   f"({len(dense)} bytes) at this sparsity")
+    default_failure = runs_in_default_interpreter(sparse) if smaller else not_smaller
+
+    csr = reencode_blocks_as_csr(sparse) if smaller and default_failure is None else None
+    if csr is None:
+        why = ("no partly filled blocks to re-encode" if smaller and default_failure is None
+               else "needs a smaller sparse file that runs in the default interpreter")
+        yield "csr_reencoded", None, _Outcome(False, why)
+    elif len(csr) >= len(sparse):
+        yield "csr_reencoded", csr, _Outcome(False, "not smaller than the block encoding")
+    elif not _same_outputs(sparse, csr, default_delegates=not int8):
+        yield "csr_reencoded", csr, _Outcome(False, "outputs differ from the block encoding")
     else:
-        failure = runs_in_default_interpreter(model_bytes)
-        if failure is None:
-            reason = f"sparse encoding is smaller ({len(model_bytes)} vs {len(dense_bytes)} bytes)"
-            csr_bytes = reencode_blocks_as_csr(model_bytes)
-            int8 = kind in INT8_KINDS
-            if csr_bytes is not None and len(csr_bytes) < len(model_bytes) and \
-                    _same_outputs(model_bytes, csr_bytes, default_delegates=not int8):
-                # LiteRT block-encoded partly filled blocks: element-wise CSR is smaller.
-                reason = (
-                    f"sparse encoding is smaller ({len(csr_bytes)} vs {len(dense_bytes)} "
-                    f"bytes); LiteRT's block encoding of partly filled blocks "
-                    f"({len(model_bytes)} bytes, faster) was re-encoded as element-wise CSR"
-                    + (", which runs on LiteRT's built-in kernels, not XNNPACK" if int8 else "")
-                )
-                sizes["block_encoded_size_bytes"] = len(model_bytes)
-                extra = {"requires_default_delegates_off": True} if int8 else {}
-                return csr_bytes, _choice(True, reason, reencoded_as_csr=True, **extra, **sizes)
-            return model_bytes, _choice(True, reason, **sizes)
-        if runs_in_default_interpreter(model_bytes, default_delegates=False) is None:
-            # XNNPACK refuses int8 FULLY_CONNECTED fed by DENSIFY; LiteRT's own kernels run it.
-            reason = (
-                f"sparse encoding is smaller ({len(model_bytes)} vs {len(dense_bytes)} bytes); "
-                "it runs with LiteRT's built-in kernels, not the XNNPACK delegate "
-                f"({failure.strip().splitlines()[0]})"
-            )
-            return model_bytes, _choice(True, reason, requires_default_delegates_off=True, **sizes)
-        reason = (
-            "the sparse-encoded file does not run in LiteRT's default interpreter "
-            f"({failure.strip()}); kept the dense file"
-        )
-    return dense_bytes, _choice(False, reason, **sizes)
+        yield "csr_reencoded", csr, _Outcome(
+            True, f"sparse encoding is smaller ({len(csr)} vs {len(dense)} bytes); LiteRT's "
+            f"block encoding of partly filled blocks ({len(sparse)} bytes, faster) was "
+            "re-encoded as element-wise CSR"
+            + (", which runs on LiteRT's built-in kernels, not XNNPACK" if int8 else ""),
+            reencoded_as_csr=True, block_encoded_size_bytes=len(sparse),
+            **({"requires_default_delegates_off": True} if int8 else {}), **sizes)
+    if default_failure is None:
+        yield "sparse_default_interpreter", sparse, _Outcome(
+            True, f"sparse encoding is smaller ({len(sparse)} vs {len(dense)} bytes)", **sizes)
+        return
+    yield "sparse_default_interpreter", sparse, _Outcome(False, default_failure.strip())
+    builtin_failure = (runs_in_default_interpreter(sparse, default_delegates=False)
+                       if smaller else not_smaller)
+    if builtin_failure is None:
+        # XNNPACK refuses int8 FULLY_CONNECTED fed by DENSIFY; LiteRT's own kernels run it.
+        yield "sparse_builtin_kernels", sparse, _Outcome(
+            True, f"sparse encoding is smaller ({len(sparse)} vs {len(dense)} bytes); it runs "
+            "with LiteRT's built-in kernels, not the XNNPACK delegate "
+            f"({default_failure.strip().splitlines()[0]})",
+            requires_default_delegates_off=True, **sizes)
+        return
+    yield "sparse_builtin_kernels", sparse, _Outcome(False, builtin_failure.strip())
+    why = (f"{not_smaller}; kept the dense file" if not smaller else
+           f"the sparse-encoded file does not run in LiteRT's default interpreter "
+           f"({default_failure.strip()}); kept the dense file")
+    yield "dense", dense, _Outcome(True, why, **sizes)

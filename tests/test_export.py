@@ -281,6 +281,10 @@ def test_dense_model_falls_back_to_dense_encoding():
     assert "not smaller" in info["sparse_encoding_reason"]
     dense = tflite_lib.convert(plain, "tflite")
     assert len(model_bytes) == info["dense_encoded_size_bytes"] == len(dense)
+    # every named attempt is recorded in order; only the last (dense) holds
+    assert [a["attempt"] for a in info["attempts"]] == [
+        "csr_reencoded", "sparse_default_interpreter", "sparse_builtin_kernels", "dense"]
+    assert [a["accepted"] for a in info["attempts"]] == [False, False, False, True]
 
 
 def test_sparse_int8_export_runs_and_says_which_kernels_it_needs(unstructured_sparse):
@@ -390,6 +394,8 @@ def test_partly_filled_blocks_are_re_encoded_as_smaller_csr():
     model_bytes, info = tflite_lib.convert_with_fallback(plain, "tflite_sparse")
     assert info.get("reencoded_as_csr") is True
     assert len(model_bytes) < info["block_encoded_size_bytes"]
+    assert [(a["attempt"], a["accepted"]) for a in info["attempts"]] == [("csr_reencoded", True)]
+    assert info["attempts"][0]["size_bytes"] == len(model_bytes)
     images = _images(6, seed=22)
     np.testing.assert_allclose(tflite_lib.run(model_bytes, images), plain(images).numpy(),
                                atol=1e-5)
