@@ -25,6 +25,7 @@ from typing import NamedTuple
 import keras
 from keras import ops
 
+from tf_lth.actions import signed_constant
 from tf_lth.masks import check_choice
 
 WEIGHT_TRANSFORMS = ("none", "signed_constant")
@@ -394,8 +395,7 @@ class MaskedMixin:
         mask = self.fixed_mask(slot, supermask_export, rng)
         kernel = np.asarray(state.kernel.numpy(), dtype=np.float32)
         if self.weight_transform == "signed_constant":
-            scale = np.float32(np.std(kernel) * self.constant_multiplier)
-            kernel = np.sign(kernel) * scale
+            kernel = signed_constant(kernel, self.constant_multiplier).astype(np.float32)
         frozen = np.asarray(state.frozen.numpy(), dtype=np.float32)
         if not self.frozen_values:  # the layer ignores `frozen`: zeros
             frozen = np.zeros_like(frozen)

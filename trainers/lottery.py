@@ -17,7 +17,7 @@ import tempfile
 import numpy as np
 import tensorflow as tf
 
-from tf_lth import actions, masks, run_files
+from tf_lth import actions, masks, models, run_files
 from tf_lth.layers import masked_layers
 from tf_lth.models import layer_group
 from trainers import runs
@@ -43,13 +43,7 @@ class LotteryRun:
             strategy=strategy, jit_compile=config.jit_compile, log=log,
             weight_decay=config.weight_decay,
             cosine_steps=self.iterations if config.lr_schedule == "cosine" else 0)
-        if config.rewind_iteration >= self.iterations:
-            from tf_lth.config import ConfigError
-            raise ConfigError(
-                f"--rewind_iteration={config.rewind_iteration} is beyond the training length "
-                f"of {self.iterations} iterations; allowed: 0 <= rewind_iteration < "
-                f"{self.iterations}."
-            )
+        models.check_compatible(config, data)  # also --rewind_iteration against the length
         self.tb_writer = tf.summary.create_file_writer(os.path.join(config.run_dir, "tb"))
         self.initial_state = model_state(self.model)
 
