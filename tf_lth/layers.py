@@ -85,6 +85,7 @@ class MaskedMixin:
         if self.activation is not None:
             return self.activation(outputs)
         return outputs
+
     def _init_mask_options(
         self,
         supermask=False,
