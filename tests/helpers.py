@@ -39,3 +39,14 @@ def assert_plot_shows_rounds(png_path, run_dir):
     line = series[0]
     np.testing.assert_allclose(line.x, [100 * r["weights_remaining"] for r in pruned])
     np.testing.assert_allclose(line.y, [100 * r["best"]["test_accuracy"] for r in pruned])
+
+
+def snapshot(folder):
+    """Every path under `folder` with its bytes and mtime (dot files included)."""
+    state = {}
+    for parent, _, files in os.walk(folder):
+        for name in files:
+            path = os.path.join(parent, name)
+            with open(path, "rb") as stream:
+                state[os.path.relpath(path, folder)] = (stream.read(), os.stat(path).st_mtime_ns)
+    return state

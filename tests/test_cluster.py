@@ -40,7 +40,7 @@ import time
 
 import pytest
 
-from tests.helpers import ROOT
+from tests.helpers import ROOT, snapshot
 from tests.test_reliability import (FLAGS, NPZ_FILES, _command, _env, _metrics_lines,
                                     assert_bitwise_equal, assert_every_file_readable,
                                     assert_same_run, last_error_line, mid_round_2, read_json,
@@ -132,17 +132,6 @@ def assert_same_round(reference, other, round_index=0):
     rounds_a = [without_timing(r) for r in read_json(os.path.join(reference, "results.json"))["rounds"]]
     rounds_b = [without_timing(r) for r in read_json(os.path.join(other, "results.json"))["rounds"]]
     assert rounds_a == rounds_b and len(rounds_b) == 1
-
-
-def snapshot(folder):
-    """Every path under `folder` with its bytes and mtime (dot files included)."""
-    state = {}
-    for parent, _, files in os.walk(folder):
-        for name in files:
-            path = os.path.join(parent, name)
-            with open(path, "rb") as stream:
-                state[os.path.relpath(path, folder)] = (stream.read(), os.stat(path).st_mtime_ns)
-    return state
 
 
 def _cli(*command):

@@ -32,7 +32,7 @@ import time
 import numpy as np
 import pytest
 
-from tests.helpers import ROOT
+from tests.helpers import ROOT, snapshot
 
 FLAGS = ["--experiment=lottery", "--dataset=synthetic_mnist", "--iterations=200",
          "--eval_every=25", "--rounds=2", "--seed=7", "--deterministic", "--noprogress"]
@@ -296,12 +296,12 @@ def second_wave(first_wave):
     resumed_ckpt = copy("killed_ckpt_pristine", "resumed_ckpt")
     jobs["resumed_ckpt"] = lambda: run(resumed_ckpt, "--resume", "--checkpoint_every=100")
     corrupt = corrupted_copy(first_wave, "final_weights_truncated", "cli_corrupt")
-    prepared["cli_corrupt"] = _snapshot(corrupt)
+    prepared["cli_corrupt"] = snapshot(corrupt)
     jobs["cli_corrupt"] = lambda: run(corrupt, "--resume")
     nan_resume = copy("reference", "nan_in_round_2")
     shutil.rmtree(os.path.join(nan_resume, "round_002"))
     _scale_initial_kernels(nan_resume)
-    prepared["nan_in_round_2"] = _snapshot(nan_resume)
+    prepared["nan_in_round_2"] = snapshot(nan_resume)
     jobs["nan_in_round_2"] = lambda: run(nan_resume, "--resume")
     outcome = parallel(jobs)
     return dict(outcome=outcome, prepared=prepared, root=root, dirs=dirs)
@@ -328,16 +328,6 @@ def resume_in_process(run_dir):
     data = data_lib.for_config(config)
     models.check_compatible(config, data)
     return trainers.run(config, data=data, log=lambda *_: None)
-
-
-def _snapshot(folder):
-    state = {}
-    for parent, _, files in os.walk(folder):
-        for name in files:
-            path = os.path.join(parent, name)
-            with open(path, "rb") as stream:
-                state[os.path.relpath(path, folder)] = (stream.read(), os.stat(path).st_mtime_ns)
-    return state
 
 
 # ---- 1. determinism --------------------------------------------------------------------
@@ -403,7 +393,7 @@ def test_a_corrupt_file_stops_the_cli_with_exit_2_and_one_line_naming_it(second_
     assert line.startswith("error: ") and "round_001/final.npz" in line, line
     assert "round 2:" not in stdout  # round 2 never started training
     run_dir = os.path.join(second_wave["root"], "cli_corrupt")
-    assert _contents(_snapshot(run_dir)) == _contents(second_wave["prepared"]["cli_corrupt"])
+    assert _contents(snapshot(run_dir)) == _contents(second_wave["prepared"]["cli_corrupt"])
 
 
 @pytest.mark.parametrize("case,source,corrupt,named", CORRUPTIONS,
@@ -414,13 +404,13 @@ def test_a_corrupt_file_is_reported_by_name_and_never_used(first_wave, case, sou
     from tf_lth.run_files import CorruptFileError
 
     run_dir = corrupted_copy(first_wave, case)
-    before = _snapshot(run_dir)
+    before = snapshot(run_dir)
     with pytest.raises((CorruptFileError, ConfigError)) as caught:
         resume_in_process(run_dir)
     message = str(caught.value)
     assert named in message and "\n" not in message, message
     # nothing was trained on it, nothing overwritten: the folder is exactly as corrupted
-    assert _contents(_snapshot(run_dir)) == _contents(before)
+    assert _contents(snapshot(run_dir)) == _contents(before)
 
 
 # ---- 4. guards -------------------------------------------------------------------------
@@ -434,7 +424,7 @@ def test_a_nan_loss_stops_the_run_naming_round_and_iteration_and_keeps_completed
     run_dir = os.path.join(second_wave["root"], "nan_in_round_2")
     assert not os.path.exists(os.path.join(run_dir, "round_002", "DONE"))
     before = second_wave["prepared"]["nan_in_round_2"]
-    after = _snapshot(run_dir)
+    after = snapshot(run_dir)
     for key, (payload, mtime) in before.items():
         if key.startswith(("round_000/", "round_001/")):
             assert after[key] == (payload, mtime), f"completed round file {key} changed"
@@ -462,12 +452,12 @@ def test_a_diverging_learning_rate_stops_round_0_and_overwrite_replaced_the_old_
 
 def test_an_existing_run_directory_is_refused_without_resume_or_overwrite(first_wave):
     run_dir = first_wave["dirs"]["reference"]
-    before = _snapshot(run_dir)
+    before = snapshot(run_dir)
     returncode, stdout, stderr = run(run_dir)
     assert returncode == 2 and "Traceback" not in stderr
     line = last_error_line(stderr)
     assert line.startswith("error: --run_dir=") and "--resume" in line and "--overwrite" in line
-    assert _snapshot(run_dir) == before
+    assert snapshot(run_dir) == before
 
 
 def test_a_run_dir_below_a_regular_file_is_reported_before_training(tmp_path):
