@@ -12,16 +12,14 @@ BASELINE = "criteria/large_final"  # the lottery ticket every figure compares ag
 # The report's sections, one per figure; --only picks among them.
 SECTIONS = ("criteria", "mask_one", "mask_zero", "untrained", "learned", "tfmot", "blocks")
 
-# Seconds on 2 CPU cores with nothing else running. fc: the training loop of
-# trainers/loop.py (compiled calls of up to 100 steps, XLA) trains a masked round at 50-60k
-# examples/s unloaded: step = 60 / 50,000 s (the low end). Measured here through the CLI
-# under a load average of 11-12 (other jobs; ours at nice 19): an fc lottery round of one
-# epoch (916 steps, 11 evaluations) took 18-20 s, 2.8-3.0k examples/s, and a learned
-# supermask round of 440 steps at batch 250 took LEARNED_MEASURED_S; only lower bounds on the
-# speed, used for the learned/fc ratio. tfmot runs legacy Keras in its own worker (unchanged).
-# Conv: rough, from bench.
+# Seconds on 2 CPU cores with nothing else running (`duration` doubles the training part
+# for --jobs=2). fc, measured through the CLI with two runs at once, one thread each (as
+# `execute` runs them): a lottery round of 1832 steps with 20 evaluations took 5.1-5.3 s,
+# i.e. 2 x (1832 x 1.2 ms + 20 x 30 ms) within 10%; start-up, plots and final writes of a
+# 2-round run took about 20 s. A learned supermask ran 2000 steps at batch 250 in 12 s.
+# tfmot runs legacy Keras in its own worker (unchanged). Conv: rough, from bench.
 SPEEDS = {
-    "fc": dict(step=0.0012, step_learned=0.0030, eval=0.05, between=0.5, startup=12.0,
+    "fc": dict(step=0.0012, step_learned=0.0030, eval=0.03, between=1.0, startup=18.0,
                sweep_eval=0.04, tfmot_step=0.006, tfmot_startup=12.0, export=35.0),
     "conv2": dict(step=0.3, step_learned=1.1, eval=12.0, between=1.0, startup=12.0,
                   sweep_eval=8.0, tfmot_step=0.4, tfmot_startup=15.0, export=60.0),
