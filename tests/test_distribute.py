@@ -8,9 +8,8 @@ replicas, so results differ from one device only by float32 summation order. Los
 agree to 1e-4 (relative, plus 1e-6 absolute) and masks must be identical; a learned
 supermask's expected mask (sigmoid(logit) > 0.5) may flip only for logits within rounding
 of 0, so at least 99.9% of its entries must agree. Under MirroredStrategy training runs
-the plain graph (no XLA); XLA draws other Bernoulli samples from the same seeds, so the
-supermask's one-device run also uses --jit_compile=off (the lottery's uses XLA: it draws
-nothing, and its losses must still agree).
+the plain graph (no XLA). The supermask's one-device run uses --jit_compile=off too, so
+both sides run the same ops; the lottery's uses XLA, and its losses must still agree.
 """
 
 import json

@@ -188,3 +188,48 @@ def test_frozen_values_off_treats_pruned_weights_as_zero_with_the_same_gradients
         gradients.append(np.array(tape.gradient(loss, layer.kernel_variable)))
     np.testing.assert_array_equal(gradients[0], gradients[1])
     assert without.get_config()["frozen_values"] is False
+
+
+def _lowbias32_numpy(x):
+    """Wellons' lowbias32 mixer, written again in NumPy (uint32 arithmetic wraps)."""
+    x = np.asarray(x, np.uint32)
+    x = x ^ (x >> np.uint32(16))
+    x = (x * np.uint32(0x7FEB352D)).astype(np.uint32)
+    x = x ^ (x >> np.uint32(15))
+    x = (x * np.uint32(0x846CA68B)).astype(np.uint32)
+    return x ^ (x >> np.uint32(16))
+
+
+def test_hash_uniform_is_the_keyed_mixer_of_each_position_in_24_bit_steps():
+    from tf_lth.layers import hash_uniform
+
+    seed = np.array([7, 3], np.int64)
+    with np.errstate(over="ignore"):
+        k1 = _lowbias32_numpy(np.uint32(7) ^ np.uint32(0x9E3779B9))
+        k2 = _lowbias32_numpy(np.uint32(3) + k1)
+        positions = np.arange(12, dtype=np.uint32)
+        bits = _lowbias32_numpy(_lowbias32_numpy(positions ^ k1) + k2)
+    expected = (bits >> np.uint32(8)).astype(np.float32) / np.float32(2 ** 24)
+    noise = np.array(hash_uniform((3, 4), tf.constant(seed)))
+    np.testing.assert_array_equal(noise, expected.reshape(3, 4))
+
+
+def test_hash_uniform_is_uniform_and_independent_across_seeds_with_and_without_xla():
+    from tf_lth.layers import hash_uniform
+
+    shape, n = (784, 300), 784 * 300
+    draw = tf.function(lambda seed: hash_uniform(shape, seed), jit_compile=True)
+    first = np.array(draw(tf.constant([5, 0])))
+    np.testing.assert_array_equal(first, np.array(hash_uniform(shape, tf.constant([5, 0]))))
+    assert first.min() >= 0.0 and first.max() < 1.0
+    # mean 1/2 and variance 1/12, each within 5 standard errors of n samples
+    assert abs(first.mean() - 0.5) < 5 * np.sqrt(1 / 12 / n)
+    assert abs(first.var() - 1 / 12) < 5 * np.sqrt(1 / 180 / n)  # var of (u - 1/2)^2 = 1/180
+    counts = np.bincount((first * 16).astype(int).ravel(), minlength=16)
+    chi2 = ((counts - n / 16) ** 2 / (n / 16)).sum()
+    assert chi2 < 45.0  # 15 degrees of freedom: P(chi2 > 45) ~ 1e-4
+    for seed in ([5, 1], [6, 0]):  # the next step, another layer
+        other = np.array(draw(tf.constant(seed)))
+        assert abs(np.corrcoef(first.ravel(), other.ravel())[0, 1]) < 5 / np.sqrt(n)
+    neighbours = np.corrcoef(first.ravel()[:-1], first.ravel()[1:])[0, 1]
+    assert abs(neighbours) < 5 / np.sqrt(n)

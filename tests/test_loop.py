@@ -144,7 +144,7 @@ def test_a_cosine_schedule_restarts_with_each_round(tiny_data):
     assert float(trainer.optimizer.learning_rate) == pytest.approx(0.1)
 
 
-def test_auto_keeps_xla_for_dense_networks_and_the_plain_graph_for_cpu_conv_and_supermasks():
+def test_auto_keeps_xla_for_dense_and_bernoulli_supermasks_and_the_plain_graph_for_cpu_conv():
     import tensorflow as tf
 
     if tf.config.list_logical_devices("GPU"):
@@ -158,6 +158,10 @@ def test_auto_keeps_xla_for_dense_networks_and_the_plain_graph_for_cpu_conv_and_
                      jit_compile="on", log=lines.append)
     supermask = Trainer(models.build("fc", (28, 28, 1), 10, seed=0, supermask=True), "sgd",
                         1.0, log=lines.append)
-    assert (dense.jit, conv.jit, forced.jit, supermask.jit) == (True, False, True, False)
+    edge_popup = Trainer(models.build("fc", (28, 28, 1), 10, seed=0, supermask=True,
+                                      mask_sampling="topk", keep_fraction=0.5), "sgd",
+                         1.0, log=lines.append)
+    assert (dense.jit, conv.jit, forced.jit, supermask.jit, edge_popup.jit) == (
+        True, False, True, True, False)
     assert len([line for line in lines if "convolutional network on CPU" in line]) == 1
-    assert len([line for line in lines if "supermask sampling on CPU" in line]) == 1
+    assert len([line for line in lines if "edge-popup's top-k on CPU" in line]) == 1

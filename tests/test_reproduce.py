@@ -387,6 +387,24 @@ def test_report_says_which_claims_fail_and_which_runs_are_missing(tmp_path):
     assert "**not measured**" in row
     assert all(any(v in line for v in VERDICTS) for line in glance.splitlines()
                if line.startswith("| ") and "verdict" not in line)
+    # the failing claim says what differs from the paper and that no larger budget ran
+    lines = text.splitlines()
+    failing = next(i for i, line in enumerate(lines)
+                   if line.startswith("- **not reproduced**") and "fail as mask-1" in line)
+    explanation = lines[failing + 1]
+    assert explanation.startswith("  - What could explain it:")
+    assert f"where the paper trains {paper.PRESETS['mnist_fc'].paper_epochs} epochs" in explanation
+    assert "A larger budget was not tried" in explanation
+    assert sum(line.startswith("  - What could explain it:") for line in lines) == \
+        sum(line.startswith("- **not reproduced**") for line in lines)
+    # a finished --budget=paper baseline beside the runs folder is reported as tried
+    paper_baseline = next(run for run in plan.plan("mnist_fc", paper.budget_for("mnist_fc", "paper"))
+                          if run.name == plan.BASELINE)
+    fake_lottery(paper_baseline.run_dir(str(tmp_path / "mnist_fc_paper")), paper_baseline.rounds,
+                 lambda r: 0.98)
+    text = report.report("mnist_fc", budget, runs, out_dir, results,
+                         str(tmp_path / "figures"), state)
+    assert "A larger budget was tried: `--budget=paper` completed `criteria/large_final`" in text
 
 
 def test_report_without_runs_has_no_figures_and_measures_nothing(tmp_path):

@@ -176,10 +176,10 @@ class Trainer:
         self._compile(self.jit)
 
     def _xla_suits(self, model) -> bool:
-        """Under "auto": XLA, except without a GPU for convolutional networks and supermasks,
-        where the plain graph is faster on CPU (measured on 2 cores: a conv2 round took
-        minutes under XLA against 49 s; a Bernoulli supermask step ran 9x slower, XLA's
-        random numbers, and an edge-popup step 1.5x slower, its top-k); said once."""
+        """Under "auto": XLA, except without a GPU for convolutional networks and edge-popup
+        supermasks, where the plain graph is faster on CPU (measured on 2 cores: a conv2
+        round took minutes under XLA against 49 s, and an edge-popup step ran 1.5x slower,
+        its top-k); said once. Bernoulli supermasks draw hashed noise, which XLA fuses."""
         if tf.config.list_logical_devices("GPU") or tf.config.list_logical_devices("TPU"):
             return True
         convolutions = (keras.layers.Conv1D, keras.layers.Conv2D, keras.layers.Conv3D,
@@ -189,8 +189,9 @@ class Trainer:
         reason = None
         if any(isinstance(layer, convolutions) for layer in layers):
             reason = "this convolutional network"
-        elif any(getattr(layer, "supermask", False) for layer in masked_layers(model)):
-            reason = "supermask sampling"
+        elif any(getattr(layer, "supermask", False) and layer.mask_sampling == "topk"
+                 for layer in masked_layers(model)):
+            reason = "edge-popup's top-k"
         if reason:
             self.log(f"--jit_compile=auto: the plain graph for {reason} on CPU (faster than "
                      "XLA there); --jit_compile=on forces XLA")

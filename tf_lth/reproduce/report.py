@@ -158,10 +158,47 @@ class Page:
         return notes
 
     def add_claims(self, section: str, claims: list) -> list:
-        """Records the section's claims for the summary; returns their lines."""
+        """Records the section's claims for the summary; returns their lines. A claim that
+        does not reproduce also gets what differs from the paper's protocol and whether a
+        larger budget was tried."""
         self.claims += [(section, claim) for claim in claims]
-        return [f"- **{verdict['verdict']}**: {title}. {verdict['reason']}"
-                for title, verdict in claims]
+        lines = []
+        for title, verdict in claims:
+            lines.append(f"- **{verdict['verdict']}**: {title}. {verdict['reason']}")
+            if verdict["verdict"] == "not reproduced":
+                lines.append(f"  - What could explain it: {self.protocol_gap()} "
+                             f"{self.larger_budget()}")
+        return lines
+
+    def protocol_gap(self) -> str:
+        """One sentence: how this budget's training differs from the paper's."""
+        if self.budget.name == "paper":
+            return (f"this is the paper's budget; {self.seeds_text().lower()}, and the "
+                    "optimizer's details follow the paper's text, not its code.")
+        return (f"each round trains {self.budget.epochs_text()} where the paper trains "
+                f"{PRESETS[self.preset].paper_epochs} epochs, so every ticket starts the next "
+                f"round from weights further from convergence; {self.seeds_text().lower()}.")
+
+    def larger_budget(self) -> str:
+        """Whether `--budget=paper` sub-runs exist beside this reproduction's folder."""
+        if self.budget.name == "paper":
+            return ""
+        from tf_lth.reproduce.paper import budget_for
+        from tf_lth.reproduce.plan import plan
+
+        paper_dir = os.path.join(os.path.dirname(os.path.abspath(self.out_dir)),
+                                 f"{self.preset}_paper")
+        budget = budget_for(self.preset, "paper")
+        runs = plan(self.preset, budget)
+        done = [run.name for run in runs if is_complete(run, paper_dir)]
+        if done:
+            return (f"A larger budget was tried: `--budget=paper` completed "
+                    f"{', '.join(f'`{name}`' for name in done)} in `{_rel(paper_dir)}` "
+                    "(its own RESULTS.md is there).")
+        return (f"A larger budget was not tried on this machine: `--budget=paper` "
+                f"({budget.epochs_text()} per round) is estimated at "
+                f"{wall_estimate(runs, 2) / 3600:.1f} h here with --jobs=2 (`--plan`); "
+                "`--plan --commands` splits it across machines.")
 
     def seeds_text(self) -> str:
         """'3 seeds (0, 1, 2) of the dense network and the large_final ticket, one of the
@@ -178,9 +215,10 @@ class Page:
         """The differences from the paper's protocol that every lottery section shares."""
         return [
             f"- {self.budget.epochs_text()} per round instead of the paper's "
-            f"{PRESETS[self.preset].paper_epochs} epochs; evaluation every "
-            f"{self.budget.eval_every} iterations instead of 100 (the best-validation-loss "
-            "point is chosen among fewer evaluations).",
+            f"{PRESETS[self.preset].paper_epochs} epochs; " + (
+                "evaluation every 100 iterations, as in the paper." if self.budget.eval_every
+                <= 100 else f"evaluation every {self.budget.eval_every} iterations instead "
+                "of 100 (the best-validation-loss point is chosen among fewer evaluations)."),
             f"- {self.seeds_text()}; differences under about half a point are "
             "within seed noise.",
         ]
@@ -224,7 +262,9 @@ def header_section(page: Page) -> list:
              f"- Sub-runs: {done} of {len(runs)} complete; {minutes(seconds)} of compute "
              f"recorded (plan estimate {minutes(total_estimate(runs))} of machine time, "
              f"{minutes(wall_estimate(runs, 2))} wall with --jobs=2); last update "
-             f"{state.get('updated', now())}.", ""]
+             f"{state.get('updated', now())}." + (
+                 f" The last session took {minutes(state['last_session_seconds'])} of wall "
+                 "time." if state.get("last_session_seconds") else ""), ""]
     failures = page.status_note([run.name for run in runs])
     if failures:
         lines += ["Sub-runs not complete:", ""] + failures + [""]
