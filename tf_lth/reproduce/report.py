@@ -173,8 +173,7 @@ class Page:
     def protocol_gap(self) -> str:
         """One sentence: how this budget's training differs from the paper's."""
         if self.budget.name == "paper":
-            return (f"this is the paper's budget; {self.seeds_text().lower()}, and the "
-                    "optimizer's details follow the paper's text, not its code.")
+            return f"this is the paper's budget; {self.seeds_text().lower()}."
         return (f"each round trains {self.budget.epochs_text()} where the paper trains "
                 f"{PRESETS[self.preset].paper_epochs} epochs, so every ticket starts the next "
                 f"round from weights further from convergence; {self.seeds_text().lower()}.")
