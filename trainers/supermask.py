@@ -112,16 +112,17 @@ class UntrainedSupermaskRun:
                     )
                 kept = sum(float(m.sum()) for m in layer_masks.values())
                 size = sum(m.size for m in layer_masks.values())
+                for layer in layers:  # one mask for every treatment of this level
+                    layer.mask.assign(layer_masks[layer.name])
                 for treatment in pending:
                     signum = preemption.requested()
                     if signum:  # masks.jsonl holds every record so far: --resume goes on
                         raise preemption.Preempted(
                             signum, where=f"untrained sweep evaluation {count + 1} of {total}")
                     for layer in layers:
-                        mask = layer_masks[layer.name]
-                        layer.mask.assign(mask)
-                        layer.kernel_variable.assign(
-                            treated_kernel(treatment, w_init[layer.name], mask).astype(np.float32))
+                        layer.kernel_variable.assign(treated_kernel(
+                            treatment, w_init[layer.name], layer_masks[layer.name]
+                        ).astype(np.float32))
                     [(test_loss, test_accuracy)] = trainer.evaluate(self.data)
                     record = {
                         "criterion": criterion, "weight_treatment": treatment,
