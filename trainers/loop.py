@@ -141,8 +141,8 @@ class Trainer:
     saying so through `log`, when XLA refuses an op; "on" requires XLA; "off" never uses
     it. "auto" runs the plain graph with more than one replica (MirroredStrategy,
     multi-worker: the optimizer's cross-replica update cannot live inside an XLA cluster),
-    and, when there is no GPU, for convolutional networks and supermasks, which the plain
-    graph runs faster on CPU.
+    and, when there is no GPU, for convolutional networks and edge-popup supermasks, which
+    the plain graph runs faster on CPU.
     """
 
     def __init__(self, model, optimizer_name="adam", learning_rate=1e-3, momentum=0.9,
