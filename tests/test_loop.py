@@ -165,3 +165,30 @@ def test_auto_keeps_xla_for_dense_and_bernoulli_supermasks_and_the_plain_graph_f
         True, False, True, True, False)
     assert len([line for line in lines if "convolutional network on CPU" in line]) == 1
     assert len([line for line in lines if "edge-popup's top-k on CPU" in line]) == 1
+
+
+@pytest.mark.parametrize("max_images, chunks", [(10_000, 1), (40, 3), (7, 14)])
+def test_evaluation_in_chunks_matches_the_whole_split_at_once(monkeypatch, max_images, chunks):
+    """Splits of 60 and 37 images scored in one chunk, or cut into equal padded chunks,
+    give the mean loss and accuracy of the model's own forward pass over each split."""
+    import trainers.loop as loop
+
+    monkeypatch.setattr(loop, "EVAL_CHUNK_IMAGES", max_images)
+    monkeypatch.setattr(loop, "EVAL_CHUNK_VALUES", max_images * 784)
+    data = data_lib.synthetic((28, 28, 1), num_train=60, num_val=60, num_test=37, seed=3)
+    model = models.build("fc", (28, 28, 1), 10, seed=0)
+    for layer in masked_layers(model):  # a mask with zeros, so it must be applied too
+        layer.mask.assign((np.arange(np.prod(layer.mask.shape)) % 3 != 0)
+                          .reshape(layer.mask.shape).astype(np.float32))
+    trainer = Trainer(model, "sgd", 0.1, log=lambda message: None)
+    images, _, _, _ = trainer.device_data(data).eval_set(("validation", "test"))
+    # 97 images: 1 chunk of 97; 3 of 33 (2 padding); 14 of 7 (1 padding)
+    assert images.shape[0] == chunks and 0 <= chunks * images.shape[1] - 97 < chunks
+    results = trainer.evaluate(data, ("validation", "test"))
+    for (loss, accuracy), x, y in zip(results, (data.val_images, data.test_images),
+                                      (data.val_labels, data.test_labels)):
+        logits = np.array(model(x, training=False), np.float64)
+        shifted = logits - logits.max(axis=1, keepdims=True)
+        log_softmax = shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
+        assert loss == pytest.approx(-log_softmax[np.arange(len(y)), y].mean(), rel=1e-5)
+        assert accuracy == pytest.approx((logits.argmax(axis=1) == y).mean())

@@ -541,3 +541,30 @@ def test_global_prune_count_reaches_the_per_layer_schedules_total():
     masks_now = {"a": np.r_[np.ones(85), np.zeros(15)], "b": np.r_[np.ones(4), np.zeros(6)]}
     assert masks.global_prune_count(masks_now, rates, 2) == 89 - 73
     assert masks.global_prune_count(masks_now, rates, 0) == 0
+
+
+def test_ranks_count_the_values_at_or_below_each_value_with_ties():
+    values = np.array([0.5, -1.0, 0.5, 2.0, -1.0, 0.5, 3.0])
+    # -1 -1 0.5 0.5 0.5 2 3 sorted: a tied value's rank is the last position of its run
+    np.testing.assert_array_equal(masks._ranks_at_or_below(values), [5, 2, 5, 6, 2, 5, 7])
+    random = np.random.default_rng(0).integers(0, 50, 2000).astype(np.float64)
+    np.testing.assert_array_equal(masks._ranks_at_or_below(random),
+                                  np.searchsorted(np.sort(random), random, side="right"))
+
+
+@pytest.mark.parametrize("criterion", ["large_init_large_final", "small_init_small_final"])
+def test_quadrant_pruning_by_partition_takes_the_head_of_the_full_order(criterion):
+    """Unit blocks (partition) prune exactly the first `target` units of the full order."""
+    rng = np.random.default_rng(7)
+    w_init = np.round(rng.normal(size=(40, 30)), 1)  # rounded: many tied values
+    w_final = np.round(rng.normal(size=(40, 30)), 1)
+    sign = 1.0 if criterion == "large_init_large_final" else -1.0
+    for target in (0, 1, 333, 1199, 1200):
+        mask = masks.compute_mask(criterion, w_init, w_final, np.ones((40, 30)), 0.0,
+                                  rng=np.random.default_rng(target), num_prune=target)
+        order = masks._quadrant_order(sign * np.abs(w_init).ravel(),
+                                      sign * np.abs(w_final).ravel(),
+                                      np.ones(1200, bool), np.random.default_rng(target))
+        expected = np.ones(1200)
+        expected[order[:target]] = 0.0
+        np.testing.assert_array_equal(mask.ravel(), expected)

@@ -541,3 +541,23 @@ def test_an_in_round_checkpoint_restores_the_supermask_sampling_state(tmp_path):
     expected = np.array(first(images, training=True))
     assert np.array_equal(np.array(restored(images, training=True)), expected)
     assert not np.array_equal(np.array(fresh(images, training=True)), expected)
+
+
+def test_records_are_appended_all_or_none(tmp_path, monkeypatch):
+    from tf_lth import run_files
+
+    path = str(tmp_path / "masks.jsonl")
+    run_files.extend_jsonl(path, [])
+    assert not os.path.exists(path)  # nothing to add: no file
+    run_files.append_jsonl(path, {"level": 0})
+    run_files.extend_jsonl(path, [{"level": 1}, {"level": 2}])
+    assert [r["level"] for r in run_files.read_jsonl(path)] == [0, 1, 2]
+
+    def crash(*_):
+        raise OSError(errno.ENOSPC, "simulated full disk before the rename")
+
+    monkeypatch.setattr(os, "replace", crash)
+    with pytest.raises(OSError):
+        run_files.extend_jsonl(path, [{"level": 3}, {"level": 4}])
+    assert [r["level"] for r in run_files.read_jsonl(path)] == [0, 1, 2]
+    assert os.listdir(tmp_path) == ["masks.jsonl"]

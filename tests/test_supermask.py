@@ -92,3 +92,19 @@ def test_real_mnist_untrained_supermasks_match_the_paper(tmp_path, mnist_data_di
     assert best("large_final_same_sign", "signed_constant") >= 0.86
     assert best("large_final_same_sign", "init") >= 0.80
     assert best("random", "init") < 0.20 and best("random", "signed_constant") < 0.20
+
+
+def test_weight_treatments_on_the_device_equal_the_numpy_ones_bitwise():
+    from trainers.supermask import TreatedKernels
+
+    rng = np.random.default_rng(0)
+    w = {"a": rng.normal(0, 0.05, (784, 300)).astype(np.float32),
+         "b": rng.normal(0, 0.1, (30, 10)).astype(np.float32)}
+    treated = TreatedKernels(w)
+    for name, kernel in w.items():
+        for kept in (1.0, 0.37, 0.0):
+            mask = (rng.random(kernel.shape) < kept).astype(np.float32)
+            for treatment in ("init", "signed_constant", "rescaled"):
+                np.testing.assert_array_equal(
+                    np.array(treated.kernel(treatment, name, mask)),
+                    treated_kernel(treatment, kernel, mask).astype(np.float32))

@@ -294,47 +294,54 @@ def _lowest_units(unit_scores: np.ndarray, candidates: np.ndarray, rng,
     return ids[np.concatenate([below, tied])]
 
 
-def _quadrant_order(
-    unit_init: np.ndarray,
-    unit_final: np.ndarray,
-    candidates: np.ndarray,
-    sizes: np.ndarray,
-    target: int,
-    rng,
-) -> np.ndarray:
-    """Candidate unit ids in the order the quadrant rule prunes them.
+def _quadrant_keys(unit_init: np.ndarray, unit_final: np.ndarray, candidates: np.ndarray,
+                   rng) -> tuple:
+    """(candidate unit ids, a distinct integer key per id): the quadrant rule prunes the
+    lowest keys first.
 
     With n candidates, the percentile q = 100 p / (n - 1) of a candidate array is its p-th
     smallest value. A unit survives q if both its values are at or above their tensor's
-    percentile q. The binary search finds the largest p whose pruned weight count does not
-    exceed `target`; those units come first. The fix-up that makes the count exact comes
-    next: the remaining units ordered by min(rank_init, rank_final), the same quantity the
-    percentile rule thresholds (a unit survives p iff that minimum is >= p, where tied
-    values share their highest rank), then at random.
+    percentile q, that is iff min(rank_init, rank_final) > p, where a value's rank counts
+    the values <= it (tied values share their highest rank). Pruning in increasing order
+    of that minimum rank therefore removes every unit below each percentile before any
+    unit above it, and continuing in that order, ties at random, meets the target exactly.
     """
     ids = np.flatnonzero(candidates)
-    if ids.size == 0:
-        return ids
-    a_init, a_final, unit_sizes = unit_init[ids], unit_final[ids], sizes[ids]
-    sorted_init, sorted_final = np.sort(a_init), np.sort(a_final)
-
-    def pruned_at(p: int) -> np.ndarray:
-        return (a_init < sorted_init[p]) | (a_final < sorted_final[p])
-
-    low, high = 0, ids.size - 1  # pruned_at(0) is empty, so p = 0 always fits the target
-    while low < high:
-        mid = (low + high + 1) // 2
-        if unit_sizes[pruned_at(mid)].sum() <= target:
-            low = mid
-        else:
-            high = mid - 1
-    first = pruned_at(low)
-    rank = np.minimum(
-        np.searchsorted(sorted_init, a_init, side="right"),
-        np.searchsorted(sorted_final, a_final, side="right"),
-    )
+    rank = np.minimum(_ranks_at_or_below(unit_init[ids]), _ranks_at_or_below(unit_final[ids]))
     tie_break = rng.random(ids.size)
-    return ids[np.lexsort((tie_break, rank, ~first))]
+    tie_rank = np.empty(ids.size, dtype=np.int64)
+    tie_rank[np.argsort(tie_break, kind="stable")] = np.arange(ids.size)
+    return ids, rank * ids.size + tie_rank
+
+
+def _quadrant_order(unit_init: np.ndarray, unit_final: np.ndarray, candidates: np.ndarray,
+                    rng) -> np.ndarray:
+    """Candidate unit ids in the order the quadrant rule prunes them (`_quadrant_keys`)."""
+    ids, keys = _quadrant_keys(unit_init, unit_final, candidates, rng)
+    return ids[np.argsort(keys)]
+
+
+def _lowest_keys(ids: np.ndarray, keys: np.ndarray, target: int) -> np.ndarray:
+    """The `target` ids of lowest (distinct) key, by partition rather than a full sort."""
+    if target >= ids.size:
+        return ids
+    if target <= 0:
+        return ids[:0]
+    return ids[np.argpartition(keys, target - 1)[:target]]
+
+
+def _ranks_at_or_below(values: np.ndarray) -> np.ndarray:
+    """Each value's count of values <= it (tied values share their highest rank), as
+    `np.searchsorted(np.sort(values), values, side="right")` gives, from one sort."""
+    order = np.argsort(values)  # the order within a run of ties does not change ranks
+    ordered = values[order]
+    n = values.size
+    run_ends = np.r_[ordered[1:] != ordered[:-1], True]
+    # at each sorted position: 1 + the position where its run of equal values ends
+    ends = np.where(run_ends, np.arange(1, n + 1), n)
+    ranks = np.empty(n, dtype=np.int64)
+    ranks[order] = np.minimum.accumulate(ends[::-1])[::-1]
+    return ranks
 
 
 def _take_units(order: np.ndarray, sizes: np.ndarray, target: int) -> np.ndarray:
@@ -424,7 +431,7 @@ def compute_mask(
     Only currently kept weights (mask == 1) are candidates; floor(fraction x kept) of them
     are pruned, or exactly `num_prune` (one-shot pruning to a level). With `block=4`, whole
     1x4 units along axis -2 are ranked and pruned, and the target (in weights) is met by
-    skipping units that would overshoot; see `_quadrant_order` for the quadrant criteria.
+    skipping units that would overshoot; see `_quadrant_keys` for the quadrant criteria.
 
     Returns:
         A float32 0/1 array shaped like `w_init`, never 1 where `mask` is 0.
@@ -438,14 +445,13 @@ def compute_mask(
     rng = np.random.default_rng(0) if rng is None else rng
     if criterion in QUADRANT_CRITERIA:
         sign = 1.0 if criterion == "large_init_large_final" else -1.0
-        order = _quadrant_order(
-            sign * block_mean(np.abs(w_init), block).ravel(),
-            sign * block_mean(np.abs(w_final), block).ravel(),
-            candidates,
-            sizes,
-            target,
-            rng,
-        )
+        unit_init = sign * block_mean(np.abs(w_init), block).ravel()
+        unit_final = sign * block_mean(np.abs(w_final), block).ravel()
+        if block == 1:  # every candidate is one weight: the `target` lowest keys are pruned
+            ids, keys = _quadrant_keys(unit_init, unit_final, candidates, rng)
+            pruned = _lowest_keys(ids, keys, target)
+            return _apply(mask, shape, block, sizes, None, target, pruned=pruned)
+        order = _quadrant_order(unit_init, unit_final, candidates, rng)
     else:
         scores = score(criterion, w_init, w_final, rng, grad_init=grad_init)
         unit_scores = block_mean(scores, block).ravel()
@@ -551,7 +557,7 @@ def global_masks(
                                                       block).ravel() for n in names])
         unit_final = np.concatenate([sign * block_mean(np.abs(np.asarray(w_final[n], np.float64)),
                                                        block).ravel() for n in names])
-        order = _quadrant_order(unit_init, unit_final, candidates, sizes, target, rng)
+        order = _quadrant_order(unit_init, unit_final, candidates, rng)
     else:
         unit_scores = []
         for name in names:

@@ -116,11 +116,19 @@ def load_arrays(path: str) -> dict:
 
 def append_jsonl(path: str, record: dict) -> None:
     """Appends one JSON line by rewriting the file atomically (files here stay small)."""
+    extend_jsonl(path, [record])
+
+
+def extend_jsonl(path: str, records: list) -> None:
+    """Appends JSON lines, all or none, in one atomic rewrite of the file."""
+    if not records:
+        return
     existing = ""
     if os.path.exists(path):
         with open(path, encoding="utf-8") as stream:
             existing = stream.read()
-    write_text(path, existing + json.dumps(record, default=_json_default) + "\n")
+    write_text(path, existing + "".join(json.dumps(record, default=_json_default) + "\n"
+                                        for record in records))
 
 
 def read_jsonl(path: str) -> list:

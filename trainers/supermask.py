@@ -12,6 +12,7 @@ import os
 import time
 
 import numpy as np
+import tensorflow as tf
 
 from tf_lth import actions, masks, preemption, run_files
 from tf_lth.config import ConfigError
@@ -32,6 +33,27 @@ def treated_kernel(treatment: str, w_init: np.ndarray, mask: np.ndarray) -> np.n
         kept = max(float(mask.sum()), 1.0)
         return w_init * (mask.size / kept)
     raise ValueError(f"Unknown weight treatment {treatment!r}. Allowed: init, signed_constant, rescaled.")
+
+
+class TreatedKernels:
+    """`treated_kernel` on the device: the level-independent kernels are converted once."""
+
+    def __init__(self, w_init: dict):
+        self._init = {name: tf.constant(np.asarray(kernel, np.float32))
+                      for name, kernel in w_init.items()}
+        self._signed = {name: tf.constant(treated_kernel("signed_constant", kernel, None)
+                                          .astype(np.float32))
+                        for name, kernel in w_init.items()}
+
+    def kernel(self, treatment: str, name: str, mask: np.ndarray):
+        if treatment == "init":
+            return self._init[name]
+        if treatment == "signed_constant":
+            return self._signed[name]
+        if treatment == "rescaled":  # float32 x float32, as numpy computes treated_kernel
+            return self._init[name] * np.float32(mask.size / max(float(mask.sum()), 1.0))
+        raise ValueError(f"Unknown weight treatment {treatment!r}. Allowed: init, "
+                         "signed_constant, rescaled.")
 
 
 class UntrainedSupermaskRun:
@@ -93,48 +115,55 @@ class UntrainedSupermaskRun:
         self.log(f"untrained supermasks: {total} evaluations "
                  f"({len(config.criteria)} criteria x {len(self.levels())} levels x "
                  f"{len(config.weight_treatments)} treatments)")
-        for criterion in config.criteria:
-            for level in self.levels():
-                pending = [t for t in config.weight_treatments
-                           if (criterion, t, level) not in done]
-                count += len(config.weight_treatments) - len(pending)
-                if not pending:
-                    continue
-                rng = np.random.default_rng([config.seed, level, masks.CRITERIA.index(criterion)])
-                layer_masks = {}
-                for layer in layers:
-                    name = layer.name
-                    rate = config.rates[layer_group(model, layer)]
-                    layer_masks[name] = masks.one_shot_mask(
-                        criterion, w_init[name], w_final[name], rate, level, rng=rng,
-                        grad_init=None if gradients is None else gradients[name],
-                        block=config.block_size,
-                    )
-                kept = sum(float(m.sum()) for m in layer_masks.values())
-                size = sum(m.size for m in layer_masks.values())
-                for layer in layers:  # one mask for every treatment of this level
-                    layer.mask.assign(layer_masks[layer.name])
-                for treatment in pending:
-                    signum = preemption.requested()
-                    if signum:  # masks.jsonl holds every record so far: --resume goes on
-                        raise preemption.Preempted(
-                            signum, where=f"untrained sweep evaluation {count + 1} of {total}")
+        treated = TreatedKernels(w_init)
+        unsaved = []  # records since the last write: masks.jsonl is rewritten per criterion
+        try:
+            for criterion in config.criteria:
+                for level in self.levels():
+                    pending = [t for t in config.weight_treatments
+                               if (criterion, t, level) not in done]
+                    count += len(config.weight_treatments) - len(pending)
+                    if not pending:
+                        continue
+                    rng = np.random.default_rng(
+                        [config.seed, level, masks.CRITERIA.index(criterion)])
+                    layer_masks = {}
                     for layer in layers:
-                        layer.kernel_variable.assign(treated_kernel(
-                            treatment, w_init[layer.name], layer_masks[layer.name]
-                        ).astype(np.float32))
-                    [(test_loss, test_accuracy)] = trainer.evaluate(self.data)
-                    record = {
-                        "criterion": criterion, "weight_treatment": treatment,
-                        "prune_level": level, "weights_remaining": kept / size,
-                        "layers": {n: float(m.mean()) for n, m in layer_masks.items()},
-                        "test_accuracy": test_accuracy, "test_loss": test_loss,
-                    }
-                    run_files.append_jsonl(results_path, record)
-                    count += 1
-                self.log(f"  {criterion:32s} level {level:2d}: "
-                         f"{100 * kept / size:6.2f}% kept, [{count}/{total}] "
-                         f"{time.time() - started:.0f}s")
+                        name = layer.name
+                        rate = config.rates[layer_group(model, layer)]
+                        layer_masks[name] = masks.one_shot_mask(
+                            criterion, w_init[name], w_final[name], rate, level, rng=rng,
+                            grad_init=None if gradients is None else gradients[name],
+                            block=config.block_size,
+                        )
+                    kept = sum(float(m.sum()) for m in layer_masks.values())
+                    size = sum(m.size for m in layer_masks.values())
+                    for layer in layers:  # one mask for every treatment of this level
+                        layer.mask.assign(layer_masks[layer.name])
+                    for treatment in pending:
+                        signum = preemption.requested()
+                        if signum:  # every record so far is written below: --resume goes on
+                            raise preemption.Preempted(
+                                signum,
+                                where=f"untrained sweep evaluation {count + 1} of {total}")
+                        for layer in layers:
+                            layer.kernel_variable.assign(treated.kernel(
+                                treatment, layer.name, layer_masks[layer.name]))
+                        [(test_loss, test_accuracy)] = trainer.evaluate(self.data)
+                        unsaved.append({
+                            "criterion": criterion, "weight_treatment": treatment,
+                            "prune_level": level, "weights_remaining": kept / size,
+                            "layers": {n: float(m.mean()) for n, m in layer_masks.items()},
+                            "test_accuracy": test_accuracy, "test_loss": test_loss,
+                        })
+                        count += 1
+                    self.log(f"  {criterion:32s} level {level:2d}: "
+                             f"{100 * kept / size:6.2f}% kept, [{count}/{total}] "
+                             f"{time.time() - started:.0f}s")
+                run_files.extend_jsonl(results_path, unsaved)
+                unsaved.clear()
+        finally:
+            run_files.extend_jsonl(results_path, unsaved)  # on a signal or an error too
         records = run_files.read_jsonl(results_path)
         runs.write_results(config.run_dir, config, [], masks=records,
                            extra={"dense": dense_record,
