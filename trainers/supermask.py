@@ -23,6 +23,11 @@ from trainers.lottery import LotteryRun, kernel_gradients
 from tf_lth.models import model_state, set_model_state
 from trainers.loop import Trainer
 
+def rescale_factor(mask: np.ndarray) -> float:
+    """The `rescaled` treatment's factor: weights in the tensor over weights kept."""
+    return mask.size / max(float(mask.sum()), 1.0)
+
+
 def treated_kernel(treatment: str, w_init: np.ndarray, mask: np.ndarray) -> np.ndarray:
     """The untrained kernel under a weight treatment: init, signed_constant or rescaled."""
     if treatment == "init":
@@ -30,8 +35,7 @@ def treated_kernel(treatment: str, w_init: np.ndarray, mask: np.ndarray) -> np.n
     if treatment == "signed_constant":
         return actions.signed_constant(w_init)
     if treatment == "rescaled":
-        kept = max(float(mask.sum()), 1.0)
-        return w_init * (mask.size / kept)
+        return w_init * rescale_factor(mask)
     raise ValueError(f"Unknown weight treatment {treatment!r}. Allowed: init, signed_constant, rescaled.")
 
 
@@ -51,7 +55,7 @@ class TreatedKernels:
         if treatment == "signed_constant":
             return self._signed[name]
         if treatment == "rescaled":  # float32 x float32, as numpy computes treated_kernel
-            return self._init[name] * np.float32(mask.size / max(float(mask.sum()), 1.0))
+            return self._init[name] * np.float32(rescale_factor(mask))
         raise ValueError(f"Unknown weight treatment {treatment!r}. Allowed: init, "
                          "signed_constant, rescaled.")
 
