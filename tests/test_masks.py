@@ -554,7 +554,8 @@ def test_ranks_count_the_values_at_or_below_each_value_with_ties():
 
 @pytest.mark.parametrize("criterion", ["large_init_large_final", "small_init_small_final"])
 def test_quadrant_pruning_by_partition_takes_the_head_of_the_full_order(criterion):
-    """Unit blocks (partition) prune exactly the first `target` units of the full order."""
+    """Single-weight units (pruned by partition) are exactly the first `target` of the full
+    quadrant order (a sort), ties included."""
     rng = np.random.default_rng(7)
     w_init = np.round(rng.normal(size=(40, 30)), 1)  # rounded: many tied values
     w_final = np.round(rng.normal(size=(40, 30)), 1)
