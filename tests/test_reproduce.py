@@ -490,13 +490,29 @@ def test_wall_estimate_schedules_jobs_with_dependencies():
 def test_paper_budget_runs_the_papers_iterations():
     for preset, info in paper.PRESETS.items():
         budget = paper.budget_for(preset, "paper")
-        assert budget.iterations == paper.PAPER_ITERATIONS[info.arch] and budget.epochs is None
+        assert budget.epochs == info.paper_epochs and budget.iterations is None
         assert budget.eval_every == 100 and budget.criteria_rounds == 24
         steps = info.train_size // paper.PAPER_BATCH
-        assert -(-budget.iterations // steps) == info.paper_epochs  # ARCH_PRESETS agree
+        # the paper's ~iterations, rounded up to whole epochs of the training split
+        assert -(-paper.PAPER_ITERATIONS[info.arch] // steps) == info.paper_epochs
+        assert budget.learned_epochs == 2000  # the authors' --num_epochs for supermasks
     runs = plan.plan("mnist_fc", paper.budget_for("mnist_fc", "paper"))
     baseline = next(run for run in runs if run.name == plan.BASELINE)
-    assert baseline.flags["iterations"] == 50000 and "epochs" not in baseline.flags
+    assert baseline.flags["epochs"] == 55 and "iterations" not in baseline.flags
+    assert plan.iterations(paper.budget_for("mnist_fc", "paper"), 55000 // 60) == 55 * 916
+    learned = next(run for run in runs if run.name == "learned/signed_constant")
+    assert learned.flags["iterations"] == 2000 * (55000 // 250)  # 440,000
+
+
+def test_paper_budget_runs_the_open_claims_first_with_three_seeds():
+    runs = plan.plan("mnist_fc", paper.budget_for("mnist_fc", "paper"), seed=0)
+    names = [run.name for run in runs]
+    zero = [run for run in runs if run.figure == "mask_zero"]
+    assert len(zero) == 9 and sorted({run.flags["seed"] for run in zero}) == [0, 1, 2]
+    first = plan.seed_names(plan.BASELINE, 3) + [run.name for run in zero] + [
+        "learned/signed_constant", "learned/init"]
+    assert names[:len(first)] == first
+    assert names.index("criteria/magnitude_increase") == len(first)
 
 
 def test_seeds_give_three_baseline_runs_with_distinct_seeds():
@@ -605,3 +621,14 @@ def test_fidelity_table_from_results(tmp_path):
     top = empty.split("## Fidelity")[1].split("## Claims at a glance")[0]
     rows = [line for line in top.splitlines() if line.startswith("| ") and "number" not in line]
     assert rows and all("| not run |" in line for line in rows)
+
+
+def test_a_resumed_sub_run_keeps_the_commits_and_seconds_of_earlier_invocations():
+    earlier = {"status": "stopped", "seconds": 100.0, "commits": ["aaaa"]}
+    record = {"status": "done", "seconds": 30.0}
+    execute._carry_history(earlier, record, commit="bbbb")
+    assert record["commits"] == ["aaaa", "bbbb"] and record["seconds_before"] == 100.0
+    again = {"status": "done", "seconds": 5.0}
+    execute._carry_history({"status": "stopped", "seconds": 7.0, "seconds_before": 100.0,
+                            "commits": ["aaaa", "bbbb"]}, again, commit="bbbb")
+    assert again["commits"] == ["aaaa", "bbbb"] and again["seconds_before"] == 107.0

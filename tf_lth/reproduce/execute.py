@@ -116,6 +116,22 @@ def _environment(threads: int | None) -> dict:
     return env
 
 
+def code_commit(root: str = ROOT) -> str:
+    """The git commit of the code that runs the sub-runs ('unknown' outside a checkout),
+    with '+changes' when the work tree differs from it."""
+    try:
+        head = subprocess.run(["git", "-C", root, "rev-parse", "HEAD"], capture_output=True,
+                              text=True, timeout=30)
+        dirty = subprocess.run(["git", "-C", root, "status", "--porcelain", "--",
+                                "tf_lth", "trainers", "export"], capture_output=True,
+                               text=True, timeout=30)
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    if head.returncode != 0:
+        return "unknown"
+    return head.stdout.strip()[:12] + ("+changes" if dirty.stdout.strip() else "")
+
+
 def _log_path(run: SubRun, out_dir: str) -> str:
     if run.kind == "export":
         return os.path.join(out_dir, "export", f"{run.name.split('/')[-1]}.log")
@@ -267,6 +283,7 @@ def run_all(runs: list, out_dir: str, data_dir: str | None, state: dict, state_p
                                  max(900.0, 5 * run.estimate_s))
             except OSError as error:
                 record = {"status": "failed", "error": f"could not start: {error}"}
+            _carry_history(status.get(run.name, {}), record)
         with lock:
             status[run.name] = record
             save()
@@ -285,6 +302,17 @@ def run_all(runs: list, out_dir: str, data_dir: str | None, state: dict, state_p
                          "checkpointed; run the same command again to resume\n")
         raise SystemExit(128 + signum)
     return status
+
+
+def _carry_history(earlier: dict, record: dict, commit: str | None = None) -> None:
+    """Adds to a sub-run's new record the code commits it ran from (earlier invocations'
+    and this one's, in order) and the seconds earlier invocations spent on it."""
+    commits = list(earlier.get("commits", ()))
+    commit = commit or code_commit()
+    record["commits"] = commits + ([commit] if commit not in commits else [])
+    if earlier.get("status") in ("stopped", "failed", "timed out"):
+        record["seconds_before"] = earlier.get("seconds", 0.0) + \
+            earlier.get("seconds_before", 0.0)
 
 
 def _run_parallel(pending: list, jobs: int, work) -> None:

@@ -37,6 +37,8 @@ PAPER_ROUNDS = 24  # Figure 2 runs to 0.5% remaining; the criteria numbers below
 # to whole epochs of the training split (tests/test_reproduce.py checks they agree).
 PAPER_ITERATIONS = {"fc": 50000, "conv2": 20000, "conv4": 25000, "conv6": 30000}
 PAPER_BATCH = 60
+# Learned supermasks: the authors' README trains them with --num_epochs 2000 (batch 250).
+PAPER_LEARNED_EPOCHS = 2000
 SEEDS = 3  # seeds of the dense network and the large_final lottery ticket (default, paper)
 
 # ---- the paper's numbers ---------------------------------------------------------------------
@@ -128,6 +130,7 @@ class Budget:
     tfmot_levels: tuple
     eval_samples: int = 10
     seeds: int = 1                # runs of the baseline (dense + large_final), seeds s, s+1, ..
+    mask_zero_seeds: int = 1      # runs of each mask-0 action, seeds s, s+1, ..
     mask_one_actions: tuple = MASK_ONE_ACTIONS
     mask_zero_actions: tuple = MASK_ZERO_ACTIONS
 
@@ -150,7 +153,9 @@ class Budget:
                 f"{self.mask_one_rounds}, mask-0 actions to {self.mask_zero_rounds}, 1x4 blocks "
                 f"to {self.block_rounds}; learned supermasks {self.learned_text()}"
                 f"; tfmot levels {', '.join(map(str, self.tfmot_levels))}; dense and large_final "
-                f"with {self.seeds} seed{'s' if self.seeds > 1 else ''}")
+                f"with {self.seeds} seed{'s' if self.seeds > 1 else ''}" +
+                (f", each mask-0 action with {self.mask_zero_seeds} seeds"
+                 if self.mask_zero_seeds > 1 else ""))
 
 
 BUDGETS = ("default", "smoke", "paper")
@@ -184,11 +189,12 @@ def budget_for(preset: str, name: str) -> Budget:
                       3, 2, 3, 2, 2, (0, 3, 6, 12), None, 40, 20, learned[:1], (2,),
                       eval_samples=2, seeds=2, mask_one_actions=("reinit", "signed_reinit"),
                       mask_zero_actions=("freeze_init_zero_all",))
-    if name == "paper":  # the paper's iterations per round, evaluation every 100, 24 rounds
+    if name == "paper":  # the paper's epochs per round, evaluation every 100, 24 rounds
         rounds = PAPER_ROUNDS
-        return Budget("paper", None, PAPER_ITERATIONS[PRESETS[preset].arch], 100,
-                      FIGURE_CRITERIA, rounds, rounds, rounds, rounds, 12, (), paper_epochs,
-                      None, 500, learned, (3, 7, 12, 15, 18, 24), seeds=SEEDS)
+        return Budget("paper", paper_epochs, None, 100,
+                      FIGURE_CRITERIA, rounds, rounds, rounds, rounds, 12, (),
+                      PAPER_LEARNED_EPOCHS, None, 500, learned, (3, 7, 12, 15, 18, 24),
+                      seeds=SEEDS, mask_zero_seeds=SEEDS)
     if name != "default":
         raise ValueError(f"--budget={name!r}; allowed: {', '.join(BUDGETS)}.")
     if cifar:  # a GPU budget: a fifth of the paper's epochs, fewer rounds

@@ -94,8 +94,12 @@ def plan(preset: str, budget: Budget, dataset: str | None = None, seed: int = 0,
     round_s = steps * speed["step"] + evals * speed["eval"] + speed["between"]
     runs = _lottery_runs(budget, common, lambda rounds: speed["startup"] + (rounds + 1) * round_s,
                          lambda rounds: speed["startup"] + (rounds + 1) * speed["between"])
+    # Run order: the baseline and mask-0 runs, the learned supermasks (the open claims),
+    # then the criteria and the rest.
+    first = sum(run.figure == "mask_zero" or run.name in seed_names(BASELINE, budget.seeds)
+                for run in runs)
+    runs[first:first] = _learned_runs(budget, common, speed, preset, dataset)
     runs.append(_untrained_run(budget, common, speed))
-    runs += _learned_runs(budget, common, speed, preset, dataset)
     for level in budget.tfmot_levels:
         runs.append(SubRun(
             f"tfmot/level_{level:02d}", "tfmot", "tfmot",
@@ -120,7 +124,8 @@ def seed_names(name: str, seeds: int) -> list:
 
 
 def _lottery_runs(budget: Budget, common: dict, estimate, fixed) -> list:
-    """The baseline (one sub-run per seed), criteria, mask-1, mask-0 and 1x4-block runs."""
+    """The baseline (one sub-run per seed), mask-0 (one per seed), criteria, mask-1 and
+    1x4-block runs, in that order: the runs behind the open claims come first."""
     runs = []
 
     def lottery(name, figure, rounds, **flags):
@@ -134,6 +139,11 @@ def _lottery_runs(budget: Budget, common: dict, estimate, fixed) -> list:
                   budget.block_rounds, budget.export_round)
     for index, name in enumerate(seed_names(BASELINE, budget.seeds)):
         lottery(name, "criteria", deepest, seed=common["seed"] + index)
+    for action in budget.mask_zero_actions:
+        for index, name in enumerate(seed_names(f"mask_zero/{action}",
+                                                budget.mask_zero_seeds)):
+            lottery(name, "mask_zero", budget.mask_zero_rounds, mask_zero_action=action,
+                    seed=common["seed"] + index)
     for criterion in budget.criteria:
         if criterion != "large_final":
             lottery(f"criteria/{criterion}", "criteria", budget.criteria_rounds,
@@ -141,9 +151,6 @@ def _lottery_runs(budget: Budget, common: dict, estimate, fixed) -> list:
     for action in budget.mask_one_actions:
         lottery(f"mask_one/{action}", "mask_one", budget.mask_one_rounds,
                 mask_one_action=action)
-    for action in budget.mask_zero_actions:
-        lottery(f"mask_zero/{action}", "mask_zero", budget.mask_zero_rounds,
-                mask_zero_action=action)
     lottery("blocks/large_final_1x4", "blocks", budget.block_rounds, mask_block="1x4")
     return runs
 
