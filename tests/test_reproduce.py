@@ -632,3 +632,48 @@ def test_a_resumed_sub_run_keeps_the_commits_and_seconds_of_earlier_invocations(
     execute._carry_history({"status": "stopped", "seconds": 7.0, "seconds_before": 100.0,
                             "commits": ["aaaa", "bbbb"]}, again, commit="bbbb")
     assert again["commits"] == ["aaaa", "bbbb"] and again["seconds_before"] == 107.0
+
+
+def test_mask_zero_claims_average_each_actions_seeds(tmp_path):
+    """With 3 seeds per mask-0 action, a claim uses each action's mean over its seeds (not
+    its first seed) and gives each action's own spread."""
+    budget = dataclasses.replace(tiny_budget(), seeds=3, mask_zero_seeds=3)
+    runs = plan.plan("mnist_fc", budget, dataset="synthetic")
+    rounds = budget.mask_zero_rounds
+    offsets = {"freeze_init": (0.0, -0.03, -0.03),  # seed 0 alone would not fail the rule
+               "freeze_init_zero_mask": (0.002, 0.002, 0.002),
+               "freeze_init_zero_all": (0.004, 0.005, 0.006)}
+    for run in runs:
+        if run.kind != "lottery" or run.figure not in ("mask_zero", "criteria"):
+            continue
+        leaf = run.name.split("/")[-1]
+        action, _, seed = leaf.partition("_seed")
+        offset = offsets.get(action, (0.0, 0.0, 0.0))[int(seed or 0)]
+        fake_lottery(run.run_dir(str(tmp_path)), run.rounds,
+                     lambda r, o=offset: 0.98 + (o if r else 0.0))
+    loaded = claims.load_results(runs, str(tmp_path))
+    found, means, mid, _ = claims.mask_zero_claims(loaded, budget)
+    verdicts = dict(found)
+    freeze = verdicts["pruned weights must be zero, not frozen at init"]
+    assert freeze["verdict"] == "reproduced"  # mean of (0, -3, -3) points is -2 points
+    assert means["freeze_init"][0] == pytest.approx(0.98 - 0.02)
+    assert "freeze_init over 3 seeds" in freeze["reason"]
+    order = verdicts["variant 2 beats variant 1, which beats the lottery ticket at high "
+                     "sparsity"]
+    assert order["verdict"] == "reproduced"
+    assert means["freeze_init_zero_all"][1] == pytest.approx(0.985)
+    assert "freeze_init_zero_all over 3 seeds: 98.50 ± 0.10%" in order["reason"]
+
+
+def test_timing_section_puts_estimate_beside_the_time_taken_over_all_invocations():
+    import types
+
+    runs = [plan.SubRun("a", "criteria", "lottery", {}, estimate_s=600.0),
+            plan.SubRun("b", "criteria", "lottery", {}, estimate_s=120.0)]
+    state = {"sub_runs": {"a": {"status": "done", "seconds": 300.0, "seconds_before": 600.0,
+                                "commits": ["aaaa", "bbbb"]},
+                          "b": {"status": "stopped", "seconds": 60.0}}}
+    lines = report.timing_section(types.SimpleNamespace(runs=runs, state=state))
+    assert "| `a` | done | 10.0 | 15.0 | aaaa, bbbb |" in lines
+    assert "| `b` | stopped | 2.0 | - | - |" in lines
+    assert any("took 1.50x their estimate" in line for line in lines)  # 900 s of 600 s

@@ -262,7 +262,8 @@ def mask_one_claims(loaded: dict, budget: Budget) -> tuple:
 
 def mask_zero_claims(loaded: dict, budget: Budget) -> tuple:
     base = mean_curve(loaded, BASELINE, budget.seeds, budget.mask_zero_rounds)
-    curves = {a: curve(loaded.get(f"mask_zero/{a}"), budget.mask_zero_rounds)
+    seeds = getattr(budget, "mask_zero_seeds", 1)
+    curves = {a: mean_curve(loaded, f"mask_zero/{a}", seeds, budget.mask_zero_rounds)
               for a in MASK_ZERO_ACTIONS}
     present = [a for a, c in curves.items() if c]
     group = [base] + [curves[a] for a in present]
@@ -276,6 +277,11 @@ def mask_zero_claims(loaded: dict, budget: Budget) -> tuple:
         if mid else (None, None, 0)
     std_high = window_stats(loaded, BASELINE, budget.seeds, high, budget.mask_zero_rounds) \
         if high else (None, None, 0)
+
+    def spread(action, rounds) -> str:  # each action's own seed spread, with several seeds
+        stats = window_stats(loaded, f"mask_zero/{action}", seeds, rounds,
+                             budget.mask_zero_rounds) if rounds and seeds > 1 else (None, None, 0)
+        return seed_note(action, stats)
     title = "pruned weights must be zero, not frozen at init"
     if not base or "freeze_init" not in means:
         missing = ["freeze_init"] if "freeze_init" not in means else ["lottery ticket"]
@@ -288,7 +294,7 @@ def mask_zero_claims(loaded: dict, budget: Budget) -> tuple:
             f"freeze_init {pct(freeze_mid)}% ({100 * (freeze_mid - lt_mid):+.2f} points"
             f"{sigmas(freeze_mid - lt_mid, std_mid[1]).replace(' (', ', ').rstrip(')')}). Rule: "
             f"freeze_init at least {100 * FAIL_GAP:g} point below."
-            + seed_note("zero (the lottery ticket)", std_mid))))
+            + seed_note("zero (the lottery ticket)", std_mid) + spread("freeze_init", mid))))
     title = "variant 2 beats variant 1, which beats the lottery ticket at high sparsity"
     needed = ("freeze_init_zero_mask", "freeze_init_zero_all")
     if not base or any(a not in means for a in needed):
@@ -305,7 +311,8 @@ def mask_zero_claims(loaded: dict, budget: Budget) -> tuple:
                 f"{sigmas(v2 - v1, std_high[1])} and variant 1 the lottery ticket by "
                 f"{100 * (v1 - lt_high):+.2f}{sigmas(v1 - lt_high, std_high[1])}; std: the "
                 f"lottery ticket's window mean over {std_high[2]} seeds."
-                if std_high[1] else ""))))
+                if std_high[1] else "") + spread("freeze_init_zero_mask", high)
+            + spread("freeze_init_zero_all", high))))
     return claims, means, mid, high
 
 

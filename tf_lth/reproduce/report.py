@@ -38,13 +38,16 @@ def points_series(points: list, label: str, **style) -> Series:
 
 
 def lottery_series(loaded: dict, names: list, labels: dict, max_round: int,
-                   styles: dict | None = None, seeds: int = 1) -> list:
-    """One Series per sub-run with results (its rounds up to max_round); the baseline is the
-    mean over its `seeds` with a band of ± one standard deviation."""
+                   styles: dict | None = None, seeds: int = 1,
+                   seeded: dict | None = None) -> list:
+    """One Series per sub-run with results (its rounds up to max_round); the baseline (and
+    each sub-run `seeded` names: {name: seeds}) is the mean over its seeds with a band of
+    ± one standard deviation."""
+    seeded = {BASELINE: seeds, **(seeded or {})}
     series = []
     for name in names:
-        if name == BASELINE and seeds > 1:
-            stats = [p for p in seed_stats(loaded, name, seeds, max_round) if p[0] > 0]
+        if seeded.get(name, 1) > 1:
+            stats = [p for p in seed_stats(loaded, name, seeded[name], max_round) if p[0] > 0]
             if stats:
                 count = max(p[4] for p in stats)
                 label = labels.get(name, name) + (f", mean ± std of {count} seeds"
@@ -83,9 +86,10 @@ def pm(stats, digits: int = 2) -> str:
     return pct(mean, digits) + ("" if std is None else f" ± {100 * std:.{digits}f}")
 
 
-def baseline_cells(loaded: dict, seeds: int, max_round: int, shown: list) -> list:
-    """The baseline's accuracy per shown round, mean ± std over its seeds."""
-    stats = {p[0]: p[2:] for p in seed_stats(loaded, BASELINE, seeds, max_round)}
+def baseline_cells(loaded: dict, seeds: int, max_round: int, shown: list,
+                   name: str = BASELINE) -> list:
+    """The accuracy of `name` (the baseline) per shown round, mean ± std over its seeds."""
+    stats = {p[0]: p[2:] for p in seed_stats(loaded, name, seeds, max_round)}
     return [pm(stats.get(r, (None, None, 0))) for r in shown]
 
 
@@ -386,8 +390,9 @@ def mask_zero_section(page: Page) -> list:
     names = [BASELINE] + [f"mask_zero/{a}" for a in budget.mask_zero_actions]
     labels = {BASELINE: MASK_ZERO_NAMES["zero"]}
     labels.update({f"mask_zero/{a}": MASK_ZERO_NAMES[a] for a in MASK_ZERO_ACTIONS})
+    seeded = {f"mask_zero/{a}": budget.mask_zero_seeds for a in budget.mask_zero_actions}
     path = curves_figure(lottery_series(loaded, names, labels, budget.mask_zero_rounds,
-                                        seeds=budget.seeds),
+                                        seeds=budget.seeds, seeded=seeded),
                          page.figure("mask_zero"), f"{page.arch}: mask-0 actions",
                          hlines=dense_lines(loaded, budget.seeds))
     lines = ["## 3. Mask-0 actions: what pruned weights are (the paper's Figure 4)", ""]
@@ -404,8 +409,9 @@ def mask_zero_section(page: Page) -> list:
         name = BASELINE if action == "zero" else f"mask_zero/{action}"
         points = curve(loaded.get(name), budget.mask_zero_rounds)
         mid, high = means.get(action, (None, None))
-        cells = baseline_cells(loaded, budget.seeds, budget.mask_zero_rounds, shown) \
-            if name == BASELINE else [pct(at_round(points, r)) for r in shown]
+        seeds = budget.seeds if name == BASELINE else budget.mask_zero_seeds
+        cells = baseline_cells(loaded, seeds, budget.mask_zero_rounds, shown, name) \
+            if seeds > 1 else [pct(at_round(points, r)) for r in shown]
         rows.append([MASK_ZERO_NAMES[action]] + cells + [pct(mid), pct(high)])
     lines += _table(header, rows) + [""]
     lines += [CLAIMS_HEADING, ""] + page.add_claims("mask-0", claims) + [""]
@@ -669,6 +675,30 @@ def summary_section(page: Page) -> list:
                "reason beside each claim gives the measured values.", ""])
 
 
+def timing_section(page: Page) -> list:
+    """Per sub-run: the plan's estimate beside the time it took (all invocations), and the
+    code commits it ran from (a sub-run resumed across a code change names both)."""
+    rows, estimated, taken = [], 0.0, 0.0
+    for run in page.runs:
+        record = page.state.get("sub_runs", {}).get(run.name) or {}
+        seconds = record.get("seconds", 0.0) + record.get("seconds_before", 0.0) \
+            if record.get("status") == "done" else None
+        if seconds is not None:
+            estimated, taken = estimated + run.estimate_s, taken + seconds
+        rows.append([f"`{run.name}`", record.get("status", "not run"),
+                     f"{run.estimate_s / 60:.1f}",
+                     "-" if seconds is None else f"{seconds / 60:.1f}",
+                     ", ".join(record.get("commits", [])) or "-"])
+    ratio = f"; the finished sub-runs took {taken / estimated:.2f}x their estimate" \
+        if estimated else ""
+    return ["", "## Sub-runs: estimate, time taken and code", "",
+            f"Minutes per sub-run: the plan's estimate (2 CPU cores, nothing else running) and "
+            f"the time it took, summed over the invocations that ran it{ratio}. Two sub-runs "
+            "run at once with --jobs=2, so each takes longer than alone. `commits` are the "
+            "code versions that ran it, in order.", ""] + _table(
+        ["sub-run", "status", "estimate (min)", "took (min)", "commits"], rows) + [""]
+
+
 def report(preset: str, budget: Budget, runs: list, out_dir: str, results_path: str,
            figures_dir: str, state: dict) -> str:
     """Writes RESULTS.md (and its figures) from the run directories; returns the text."""
@@ -676,7 +706,8 @@ def report(preset: str, budget: Budget, runs: list, out_dir: str, results_path: 
     page = Page(preset, budget, runs, out_dir, results_path, figures_dir, state,
                 load_results(runs, out_dir))
     body = [line for section in SECTIONS for line in section(page)]
-    lines = header_section(page) + fidelity_section(page) + summary_section(page) + body
+    lines = header_section(page) + fidelity_section(page) + summary_section(page) + body + \
+        timing_section(page)
     text = "\n".join(lines).rstrip() + "\n"
     run_files.write_text(results_path, text)
     return text
