@@ -182,3 +182,57 @@ def test_schedules_round_trip_through_get_config():
         assert type(schedule).from_config(config["config"]).get_config() == config
         for step in (0, 5, 21, 35, 50):
             assert _at(again, step) == _at(schedule, step)
+
+
+# ---- the compiled versions agree with the NumPy ones ----------------------------------------
+@pytest.mark.parametrize("shape, block", [((12, 5), 1), ((13, 6), 4), ((3, 3, 8, 4), 1),
+                                          ((3, 3, 9, 4), 4)])
+def test_compiled_magnitude_masks_equal_the_numpy_ones(shape, block):
+    import tensorflow as tf
+
+    from tf_lth import sparse_ops
+
+    rng = np.random.default_rng(1)
+    kernel = rng.normal(size=shape).astype(np.float32)
+    kernel.flat[:6] = 0.25  # ties at some threshold
+    other = rng.normal(size=(7, 3)).astype(np.float32)
+
+    @tf.function(jit_compile=True)
+    def both(kernel, other, value):
+        return (sparse_ops.magnitude_mask(kernel, value, block),
+                sparse_ops.global_magnitude_masks([kernel, other], value, block))
+
+    for value in (0.0, 0.3, 0.5, 0.9, 0.99):
+        mask, (g1, g2) = both(tf.constant(kernel), tf.constant(other), tf.constant(value))
+        np.testing.assert_array_equal(mask.numpy(), sparsity.magnitude_mask(kernel, value, block))
+        expected = sparsity.global_magnitude_mask({"a": kernel, "b": other}, value, block)
+        np.testing.assert_array_equal(g1.numpy(), expected["a"])
+        np.testing.assert_array_equal(g2.numpy(), expected["b"])
+
+
+def test_compiled_m_by_n_and_drop_and_grow_equal_the_numpy_ones():
+    import tensorflow as tf
+
+    from tf_lth import sparse_ops
+
+    rng = np.random.default_rng(2)
+    for shape in ((16, 5), (3, 3, 8, 2)):
+        kernel = rng.normal(size=shape).astype(np.float32)
+        kernel.flat[:4] = 0.0
+        np.testing.assert_array_equal(
+            tf.function(sparse_ops.m_by_n_mask, jit_compile=True)(tf.constant(kernel)).numpy(),
+            sparsity.m_by_n_mask(kernel))
+    update = tf.function(sparse_ops.drop_and_grow, jit_compile=True)
+    for trial in range(5):
+        mask = sparsity.random_mask((20, 6), 30, rng)
+        kernel = rng.normal(size=(20, 6)).astype(np.float32)
+        scores = np.abs(rng.normal(size=(20, 6))).astype(np.float32)
+        scores.flat[:10] = 1.0  # ties in the grow scores
+        for fraction in (0.0, 0.1, 0.3, 0.5):
+            new, grown = update(tf.constant(mask), tf.constant(kernel), tf.constant(fraction),
+                                tf.constant(scores))
+            want_new, want_grown = sparsity.drop_and_grow(mask, kernel, fraction, scores)
+            np.testing.assert_array_equal(new.numpy(), want_new)
+            np.testing.assert_array_equal(grown.numpy() > 0, want_grown)
+    assert float(sparse_ops.drop_fraction(250, 0.3, 1000)) == pytest.approx(
+        sparsity.drop_fraction(250, 0.3, 1000))
