@@ -15,13 +15,14 @@ setup(
     packages=find_packages(include=["tf_lth", "tf_lth.*", "trainers", "trainers.*",
                                     "export", "export.*"]),
     install_requires=[
-        "tensorflow>=2.16",
-        "keras>=3.0",
+        # Tested: the newest pip gives, and the oldest pair .ci/run pins (TF 2.16, Keras 3.10)
+        "tensorflow>=2.16,<3",
+        "keras>=3.10,<4",
         "tensorflow-datasets>=4.9",
         "importlib_resources",  # tensorflow-datasets 4.9 needs it on Python 3.11
         "keras-tuner[bayesian]>=1.4",
         "tensorflow-model-optimization>=0.8",
-        "tf-keras",
+        "tf-keras>=2.16,<3",
         "ai-edge-litert",
         "matplotlib",
         "tensorboard",

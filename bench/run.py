@@ -40,6 +40,8 @@ if ROOT not in sys.path:
 
 import numpy as np  # noqa: E402
 
+from tf_lth import choices  # noqa: E402
+
 # Useful FLOPs of one fc training example: forward 2 x MACs; weight gradients 2 x MACs;
 # input gradients 2 x MACs of every layer but the first (its input is data, not a variable).
 FC_SHAPES = [(784, 300), (300, 100), (100, 10)]
@@ -448,8 +450,7 @@ def export_figures(data, trained_state: str, out_dir: str, repeats: int) -> dict
     ticket, _ = trained_fc(trained_state, shape)
     fraction = apply_lottery_masks(ticket, "fc", FC_LEVEL_7, w_final=w_final)
     report = export_all(ticket, os.path.join(out_dir, "export"),
-                        ["saved_model", "tflite", "tflite_sparse", "tflite_int8",
-                         "tflite_sparse_int8"],
+                        list(choices.EXPORT_FORMATS),
                         data.test_images[:2000], data.test_labels[:2000],
                         data.train_images[:1000], shape)
     formats = {}
@@ -484,7 +485,7 @@ def export_figures(data, trained_state: str, out_dir: str, repeats: int) -> dict
             latencies[key] = min(latencies[key], latency)
     blocks = {"dense_latency_per_example_s": latencies["dense"],
               "dense_size_bytes": len(reference_bytes)}
-    for key in ("1x1", "1x4"):
+    for key in choices.MASK_BLOCKS:
         blocks[key] = {**block_info[key], "latency_per_example_s": latencies[key],
                        "speedup_vs_dense": latencies["dense"] / latencies[key]}
     return {
@@ -516,6 +517,23 @@ REFERENCE_LABELS = {
 
 
 def table(results: dict) -> str:
+    """The printed table: the fc comparison, then one row per other measurement."""
+    fc = results["fc"]
+    lines = _table_header(results) + _fc_table(fc)
+    lines += ["| measurement | value | reference (same process) | ratio | target |",
+              "| --- | --- | --- | --- | --- |"]
+    rows = (_flops_rows(results["flops"], fc["ours"]) + _loop_rows(results)
+            + _export_rows(results["export"]))
+    lines += [_row(*cells) for cells in rows]
+    return "\n".join(lines)
+
+
+def _row(what, value, reference, ratio, target="") -> str:
+    return f"| {what} | {value} | {reference} | {ratio} | {target} |"
+
+
+def _table_header(results: dict) -> list:
+    """The title line, and a warning when the machine was busy."""
     lines = [f"tf_lth benchmark ({results['machine']}; {results['data']}; "
              f"{results['seconds']:.0f} s). Each figure is the mean of measurements "
              "alternated in one process; ratios are ours over the reference.", ""]
@@ -525,12 +543,16 @@ def table(results: dict) -> str:
                      f"{load[1]:.1f} at the end, on {results['cpu_count']} cores); the "
                      "alternation spreads that load, but absolute figures are low.")
         lines.append("")
-    fc = results["fc"]
+    return lines
+
+
+def _fc_table(fc: dict) -> list:
+    """fc training rates: ours against each reference (targets when ours is the CLI)."""
     ours = fc["ours"]
-    lines += [f"fc 784-300-100-10, batch {fc['batch_size']}, Adam, "
-              f"{fc['examples_per_measurement']:,} examples per measurement",
-              "", "| training | examples/s (mean) | samples | ours / this | target |",
-              "| --- | --- | --- | --- | --- |"]
+    lines = [f"fc 784-300-100-10, batch {fc['batch_size']}, Adam, "
+             f"{fc['examples_per_measurement']:,} examples per measurement",
+             "", "| training | examples/s (mean) | samples | ours / this | target |",
+             "| --- | --- | --- | --- | --- |"]
     goals = {"keras_fit_xla": TARGETS["cli_vs_keras_fit_xla"],
              "torch_eager_masked": TARGETS["cli_vs_torch_eager_masked"]}
     for name, entry in fc["rates"].items():
@@ -544,90 +566,99 @@ def table(results: dict) -> str:
         lines.append(f"| {REFERENCE_LABELS[name]} | skipped: {why} | | | |")
     lines += ["", f"Diagnostic (the old bench's ratio): masked / stock layers in our loop = "
               f"{fc['diagnostic_masked_vs_plain_our_loop']:.2f}", ""]
-    lines += ["| measurement | value | reference (same process) | ratio | target |",
-              "| --- | --- | --- | --- | --- |"]
+    return lines
 
-    def row(what, value, reference, ratio, target=""):
-        lines.append(f"| {what} | {value} | {reference} | {ratio} | {target} |")
 
-    flops = results["flops"]
-    row(f"fc step FLOP utilisation ({REFERENCE_LABELS[ours]})",
-        f"{flops['fc_gflops']:.1f} GFLOP/s",
-        f"{flops['matmul_n']}^3 matmul, {flops['matmul_gflops']:.1f} GFLOP/s",
-        f"{100 * flops['utilisation']:.1f}%",
-        _verdict(flops["utilisation"], TARGETS["fc_flop_utilisation"], percent=True))
-    row("fc-shaped matmul alone (60x784 @ 784x300)", f"{flops['fc_matmul_b60_gflops']:.1f} GFLOP/s",
-        "the same matmul", f"{100 * flops['fc_matmul_b60_gflops'] / flops['matmul_gflops']:.1f}%")
+def _flops_rows(flops: dict, ours: str) -> list:
+    """FLOP utilisation of the fc step against a large matmul on this machine."""
+    rows = [(f"fc step FLOP utilisation ({REFERENCE_LABELS[ours]})",
+             f"{flops['fc_gflops']:.1f} GFLOP/s",
+             f"{flops['matmul_n']}^3 matmul, {flops['matmul_gflops']:.1f} GFLOP/s",
+             f"{100 * flops['utilisation']:.1f}%",
+             _verdict(flops["utilisation"], TARGETS["fc_flop_utilisation"], percent=True)),
+            ("fc-shaped matmul alone (60x784 @ 784x300)",
+             f"{flops['fc_matmul_b60_gflops']:.1f} GFLOP/s", "the same matmul",
+             f"{100 * flops['fc_matmul_b60_gflops'] / flops['matmul_gflops']:.1f}%")]
     if "fc_step_dots_seconds" in flops:
         dots = flops["fc_step_dots_seconds"]
         dots_gflops = 60 * FC_TRAIN_FLOPS / dots / 1e9
-        row("the fc step's 8 matmuls alone (XLA loop, b60)",
-            f"{1e3 * dots:.3f} ms/step, {dots_gflops:.1f} GFLOP/s",
-            f"the whole step, {1e3 * flops['fc_step_seconds']:.3f} ms",
-            f"{100 * dots_gflops / flops['matmul_gflops']:.1f}% of the matmul peak; "
-            f"{100 * dots / flops['fc_step_seconds']:.0f}% of the step")
-    sm = results["supermask"]
+        rows.append(("the fc step's 8 matmuls alone (XLA loop, b60)",
+                     f"{1e3 * dots:.3f} ms/step, {dots_gflops:.1f} GFLOP/s",
+                     f"the whole step, {1e3 * flops['fc_step_seconds']:.3f} ms",
+                     f"{100 * dots_gflops / flops['matmul_gflops']:.1f}% of the matmul peak; "
+                     f"{100 * dots / flops['fc_step_seconds']:.0f}% of the step"))
+    return rows
+
+
+def _loop_rows(results: dict) -> list:
+    """Supermask, conv2, evaluation, between-rounds and sweep rows."""
+    sm, conv, ev = results["supermask"], results["conv2"], results["evaluation"]
+    over, sweep = results["between_rounds"], results["untrained_sweep"]
     dense = sm["rates"]["dense_adam"]["examples_per_second"]
-    row(f"learned supermask round, fc b{sm['batch_size']} (SGD)",
-        f"{sm['rates']['supermask_sgd']['examples_per_second']:,.0f} ex/s",
-        f"dense round, our loop: Adam {dense:,.0f} / SGD "
-        f"{sm['rates']['dense_sgd']['examples_per_second']:,.0f} ex/s",
-        f"{sm['ratio_vs_dense_adam']:.2f}x / {sm['ratio_vs_dense_sgd']:.2f}x",
-        _verdict(min(sm["ratio_vs_dense_adam"], sm["ratio_vs_dense_sgd"]),
-                 TARGETS["supermask_vs_dense"]))
-    conv = results["conv2"]
-    row(f"conv2 b{conv['batch_size']}, synthetic 32x32x3, our loop (masked)",
-        f"{conv['rates']['our_loop_masked']['examples_per_second']:,.0f} ex/s",
-        f"{REFERENCE_LABELS['keras_fit_xla']}, stock conv2: "
-        f"{conv['rates']['keras_fit_xla']['examples_per_second']:,.0f} ex/s",
-        f"{conv['ratio']:.2f}x", _verdict(conv["ratio"], TARGETS["conv2_vs_keras_fit_xla"]))
-    ev = results["evaluation"]
-    row(f"fc round, {ev['iterations']} iterations, --eval_every=100 ({ev['evaluations']} "
-        f"evaluations of {ev['validation_examples']:,} + {ev['test_examples']:,} examples)",
-        f"{ev['seconds']['eval_every_100']:.2f} s",
-        f"evaluation only at the end: {ev['seconds']['eval_at_end']:.2f} s",
-        f"{ev['ratio']:.2f}x time", _verdict(ev["ratio"], TARGETS["eval_every_100_max_ratio"],
-                                             at_most=True))
-    over = results["between_rounds"]
-    row("lottery, between rounds (end of training to start of the next round's)",
-        f"{over['seconds']:.2f} s", f"one epoch of the CLI round ({over['epoch_seconds']:.2f} s)",
-        f"{over['ratio']:.3f} epochs")
-    sweep = results["untrained_sweep"]
-    row(f"untrained supermask sweep: {sweep['criteria']} criteria x {sweep['levels']} levels x "
-        f"{sweep['treatments']} treatments = {sweep['evaluations']} evaluations ({sweep['data']})",
-        f"{sweep['seconds']:.1f} s", f"evaluation-only floor ({sweep['floor_seconds']:.1f} s)",
-        f"{sweep['seconds'] / sweep['floor_seconds']:.2f}x the floor",
-        _verdict(sweep["seconds"], TARGETS["sweep_max_seconds"], at_most=True)
-        if sweep["levels"] == 25 else "")
-    export = results["export"]
+    return [
+        (f"learned supermask round, fc b{sm['batch_size']} (SGD)",
+         f"{sm['rates']['supermask_sgd']['examples_per_second']:,.0f} ex/s",
+         f"dense round, our loop: Adam {dense:,.0f} / SGD "
+         f"{sm['rates']['dense_sgd']['examples_per_second']:,.0f} ex/s",
+         f"{sm['ratio_vs_dense_adam']:.2f}x / {sm['ratio_vs_dense_sgd']:.2f}x",
+         _verdict(min(sm["ratio_vs_dense_adam"], sm["ratio_vs_dense_sgd"]),
+                  TARGETS["supermask_vs_dense"])),
+        (f"conv2 b{conv['batch_size']}, synthetic 32x32x3, our loop (masked)",
+         f"{conv['rates']['our_loop_masked']['examples_per_second']:,.0f} ex/s",
+         f"{REFERENCE_LABELS['keras_fit_xla']}, stock conv2: "
+         f"{conv['rates']['keras_fit_xla']['examples_per_second']:,.0f} ex/s",
+         f"{conv['ratio']:.2f}x", _verdict(conv["ratio"], TARGETS["conv2_vs_keras_fit_xla"])),
+        (f"fc round, {ev['iterations']} iterations, --eval_every=100 ({ev['evaluations']} "
+         f"evaluations of {ev['validation_examples']:,} + {ev['test_examples']:,} examples)",
+         f"{ev['seconds']['eval_every_100']:.2f} s",
+         f"evaluation only at the end: {ev['seconds']['eval_at_end']:.2f} s",
+         f"{ev['ratio']:.2f}x time", _verdict(ev["ratio"], TARGETS["eval_every_100_max_ratio"],
+                                              at_most=True)),
+        ("lottery, between rounds (end of training to start of the next round's)",
+         f"{over['seconds']:.2f} s",
+         f"one epoch of the CLI round ({over['epoch_seconds']:.2f} s)",
+         f"{over['ratio']:.3f} epochs"),
+        (f"untrained supermask sweep: {sweep['criteria']} criteria x {sweep['levels']} levels x "
+         f"{sweep['treatments']} treatments = {sweep['evaluations']} evaluations "
+         f"({sweep['data']})",
+         f"{sweep['seconds']:.1f} s", f"evaluation-only floor ({sweep['floor_seconds']:.1f} s)",
+         f"{sweep['seconds'] / sweep['floor_seconds']:.2f}x the floor",
+         _verdict(sweep["seconds"], TARGETS["sweep_max_seconds"], at_most=True)
+         if sweep["levels"] == 25 else ""),
+    ]
+
+
+def _export_rows(export: dict) -> list:
+    """Export sizes and latencies per format; the 1x1 and 1x4 tickets' LiteRT latency."""
     ref = export["reference"]
-    row("export reference: dense fc, float LiteRT file",
-        f"{ref['size_bytes'] / 1024:.0f} KiB, {1e6 * ref['latency_per_example_s']:.1f} us/example",
-        "itself", "1.00x")
+    rows = [("export reference: dense fc, float LiteRT file",
+             f"{ref['size_bytes'] / 1024:.0f} KiB, "
+             f"{1e6 * ref['latency_per_example_s']:.1f} us/example", "itself", "1.00x")]
     for name, entry in export["formats"].items():
         latency = entry["latency_per_example_s"]
         lat = "-" if latency is None else f"{1e6 * latency:.1f} us/example"
         encoded = ", sparse-encoded" if entry.get("sparse_encoding_used") else ""
         runtime = "TF" if name == "saved_model" else "LiteRT"
-        row(f"export {name} ({runtime}), fc ticket {100 * export['ticket_weights_remaining']:.1f}% "
-            f"kept{encoded}", f"{entry['size_bytes'] / 1024:.0f} KiB, {lat}",
-            "dense float LiteRT", f"size {entry['size_ratio']:.2f}x, speed "
-            f"{_fmt_ratio(entry['speedup'])}")
+        rows.append((f"export {name} ({runtime}), fc ticket "
+                     f"{100 * export['ticket_weights_remaining']:.1f}% kept{encoded}",
+                     f"{entry['size_bytes'] / 1024:.0f} KiB, {lat}", "dense float LiteRT",
+                     f"size {entry['size_ratio']:.2f}x, speed {_fmt_ratio(entry['speedup'])}"))
     blocks = export["blocks"]
-    for key in ("1x1", "1x4"):
+    goal = TARGETS["block_1x4_speedup"]
+    for key in choices.MASK_BLOCKS:
         entry = blocks[key]
         speedup = entry["speedup_vs_dense"]
-        goal = TARGETS["block_1x4_speedup"]
         if key == "1x4":
             target = _verdict(speedup, goal)
         else:
             target = f"{'ok' if speedup < goal else 'MISSED'} (not >= {goal})"
-        row(f"LiteRT, 1 thread: fc ticket {key} blocks, {100 * entry['weights_remaining']:.1f}% "
-            f"kept, tflite_sparse (weights held {'/'.join(entry['weight_storage'])})",
-            f"{1e6 * entry['latency_per_example_s']:.1f} us/example",
-            f"dense float LiteRT ({1e6 * blocks['dense_latency_per_example_s']:.1f} us)",
-            f"{speedup:.2f}x speed", target)
-    return "\n".join(lines)
+        rows.append((f"LiteRT, 1 thread: fc ticket {key} blocks, "
+                     f"{100 * entry['weights_remaining']:.1f}% kept, tflite_sparse (weights "
+                     f"held {'/'.join(entry['weight_storage'])})",
+                     f"{1e6 * entry['latency_per_example_s']:.1f} us/example",
+                     f"dense float LiteRT ({1e6 * blocks['dense_latency_per_example_s']:.1f} us)",
+                     f"{speedup:.2f}x speed", target))
+    return rows
 
 
 def _fmt_ratio(value) -> str:
@@ -635,7 +666,12 @@ def _fmt_ratio(value) -> str:
 
 
 # ---- main --------------------------------------------------------------------------------
-def main(argv=None) -> int:
+SECTIONS = ("fc", "supermask", "conv2", "evaluation", "rounds", "sweep", "export")
+RESULT_KEYS = ("fc", "flops", "supermask", "conv2", "evaluation", "between_rounds",
+               "untrained_sweep", "export")
+
+
+def parse_arguments(argv=None):
     parser = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", default=os.path.join(ROOT, "bench", "results.json"))
@@ -646,14 +682,126 @@ def main(argv=None) -> int:
     parser.add_argument("--only", default="",
                         help="comma-separated sections to run: fc, supermask, conv2, "
                              "evaluation, rounds, sweep, export (default: all)")
-    arguments = parser.parse_args(argv)
+    return parser.parse_args(argv)
+
+
+def machine_description() -> str:
+    import keras
+    import tensorflow as tf
+
+    return (f"{platform.machine()}, {os.cpu_count()} CPU cores, TensorFlow "
+            f"{tf.__version__}, Keras {keras.__version__}, "
+            f"{'GPU' if tf.config.list_physical_devices('GPU') else 'no GPU'}")
+
+
+def flop_figures(fc: dict) -> dict:
+    """The fc round's FLOP rate against a 1024^3 matmul, and the step's matmuls alone."""
+    n = 1024
+    peak = matmul_gflops(n, n, n)
+    ours = fc["rates"][fc["ours"]]["examples_per_second"]
+    return {"matmul_n": n, "matmul_gflops": peak,
+            "fc_matmul_b60_gflops": matmul_gflops(60, 300, 784, inner=200),
+            "fc_train_flops_per_example": FC_TRAIN_FLOPS,
+            "fc_gflops": ours * FC_TRAIN_FLOPS / 1e9,
+            "utilisation": ours * FC_TRAIN_FLOPS / 1e9 / peak,
+            "fc_step_seconds": 60 / ours,
+            "fc_step_dots_seconds": fc_step_dots_seconds()}
+
+
+def measure_loops(results: dict, sections: set, data, data_dir, repeats: int,
+                  quick: bool) -> None:
+    """Sections fc (with its FLOP figures), supermask, conv2 and evaluation, into results."""
+    if "fc" in sections:
+        log(f"fc, batch 60: CLI and our loop against model.fit (XLA), a tf.function loop "
+            f"and PyTorch eager, {repeats} alternated repeats")
+        results["fc"] = fc_against_references(data, data_dir, repeats, quick)
+        log("matmul GFLOP/s")
+        results["flops"] = flop_figures(results["fc"])
+    if "supermask" in sections:
+        log("learned supermask against dense, batch 250, our loop")
+        results["supermask"] = supermask_against_dense(data, repeats, quick)
+    if "conv2" in sections:
+        log("conv2, batch 60, synthetic 32x32x3: our loop against model.fit (XLA)")
+        results["conv2"] = conv2_against_keras_fit(repeats, quick)
+    if "evaluation" in sections:
+        log("evaluation every 100 iterations against evaluation at the end")
+        results["evaluation"] = evaluation_cost(data, repeats, quick)
+
+
+def measure_between_rounds(results: dict, previous: dict, data, iterations: int,
+                           folder: str) -> str:
+    """The between-rounds figures into results; returns the lottery run's directory."""
+    log(f"between lottery rounds (fc, {iterations} iterations per round, 3 rounds)")
+    over = between_rounds(data, iterations, os.path.join(folder, "lottery"))
+    fc = results.get("fc") or previous.get("fc")
+    rate = fc["rates"][fc["ours"]]["examples_per_second"] if fc else 50000.0
+    epoch_seconds = data.steps_per_epoch(60) * 60 / rate
+    results["between_rounds"] = {
+        "seconds": over["seconds"], "gaps_seconds": over["gaps_seconds"],
+        "epoch_seconds": epoch_seconds, "ratio": over["seconds"] / epoch_seconds,
+        "what": "from the return of Trainer.fit of round r to the call of Trainer.fit "
+                "of round r+1: round files, results.json, masks, actions, optimizer "
+                "reset",
+    }
+    return over["run_dir"]
+
+
+def measure_sweep(data, data_note: str, source: str, folder: str, iterations: int,
+                  quick: bool) -> dict:
+    """The untrained-supermask sweep from `source` against its evaluation-only floor."""
+    levels = list(range(0, 25, 6)) if quick else list(range(25))
+    log(f"untrained supermask sweep ({len(levels)} levels)")
+    sweep = untrained_sweep(data, source, os.path.join(folder, "sweep"), levels)
+    one_eval = eval_seconds(masked_model("fc", data.image_shape), data)
+    best_lfss = max((r for r in sweep["records"] if r["criterion"] == "large_final_same_sign"),
+                    key=lambda r: r["test_accuracy"])
+    return {
+        "seconds": sweep["seconds"], "evaluations": sweep["evaluations"],
+        "criteria": sweep["criteria"], "levels": sweep["levels"],
+        "treatments": sweep["treatments"], "data": data_note.split(" (")[0],
+        "one_evaluation_seconds": one_eval,
+        "floor_seconds": one_eval * sweep["evaluations"],
+        "note": f"source: dense fc trained {iterations} iterations; best "
+                f"large_final_same_sign: {100 * best_lfss['test_accuracy']:.1f}% "
+                f"({best_lfss['weight_treatment']}, level {best_lfss['prune_level']})",
+    }
+
+
+def measure_runs(results: dict, previous: dict, sections: set, data, data_note: str,
+                 repeats: int, quick: bool) -> None:
+    """Sections rounds, sweep and export (which need a trained lottery run), into results."""
+    if not sections & {"rounds", "sweep", "export"}:
+        return
+    with tempfile.TemporaryDirectory(prefix="tf_lth-bench-") as folder:
+        iterations = 100 if quick else 300
+        source = measure_between_rounds(results, previous, data, iterations, folder)
+        if "sweep" in sections:
+            results["untrained_sweep"] = measure_sweep(data, data_note, source, folder,
+                                                       iterations, quick)
+        if "export" in sections:
+            log("export sizes and LiteRT latency; 1x1 vs 1x4 tickets")
+            from tf_lth import run_files
+
+            round0 = run_files.round_dir(source, 0)
+            results["export"] = export_figures(data, os.path.join(round0, "final.npz"),
+                                               folder, repeats)
+
+
+def keep_previous(results: dict, previous: dict) -> None:
+    """Sections not run this time keep their figures from the last results.json."""
+    for key in RESULT_KEYS:
+        if key not in results and key in previous:
+            results[key] = previous[key]
+            results.setdefault("kept_from_previous_run", []).append(key)
+
+
+def main(argv=None) -> int:
+    arguments = parse_arguments(argv)
     repeats = arguments.repeats or (1 if arguments.quick else 3)
-    sections = set(filter(None, arguments.only.split(","))) or {
-        "fc", "supermask", "conv2", "evaluation", "rounds", "sweep", "export"}
+    sections = set(filter(None, arguments.only.split(","))) or set(SECTIONS)
 
     import absl.logging
     import keras
-    import tensorflow as tf
 
     absl.logging.set_verbosity(absl.logging.ERROR)
     keras.utils.set_random_seed(0)
@@ -663,9 +811,7 @@ def main(argv=None) -> int:
     data_dir = os.environ.get("TFDS_DATA_DIR") if data_note.startswith("real") else None
     log(f"data: {data_note}")
     results = {
-        "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores, TensorFlow "
-                   f"{tf.__version__}, Keras {keras.__version__}, "
-                   f"{'GPU' if tf.config.list_physical_devices('GPU') else 'no GPU'}",
+        "machine": machine_description(),
         "data": data_note,
         "repeats": repeats,
         "method": "measurements alternated in one process; mean examples/s of each",
@@ -674,87 +820,13 @@ def main(argv=None) -> int:
     if os.path.exists(arguments.out):  # sections not run this time keep their last figures
         with open(arguments.out, encoding="utf-8") as stream:
             previous = json.load(stream)
-
-    if "fc" in sections:
-        log(f"fc, batch 60: CLI and our loop against model.fit (XLA), a tf.function loop "
-            f"and PyTorch eager, {repeats} alternated repeats")
-        results["fc"] = fc_against_references(data, data_dir, repeats, arguments.quick)
-        log("matmul GFLOP/s")
-        n = 1024
-        peak = matmul_gflops(n, n, n)
-        ours = results["fc"]["rates"][results["fc"]["ours"]]["examples_per_second"]
-        results["flops"] = {
-            "matmul_n": n, "matmul_gflops": peak,
-            "fc_matmul_b60_gflops": matmul_gflops(60, 300, 784, inner=200),
-            "fc_train_flops_per_example": FC_TRAIN_FLOPS,
-            "fc_gflops": ours * FC_TRAIN_FLOPS / 1e9,
-            "utilisation": ours * FC_TRAIN_FLOPS / 1e9 / peak,
-            "fc_step_seconds": 60 / ours,
-            "fc_step_dots_seconds": fc_step_dots_seconds()}
-    if "supermask" in sections:
-        log("learned supermask against dense, batch 250, our loop")
-        results["supermask"] = supermask_against_dense(data, repeats, arguments.quick)
-    if "conv2" in sections:
-        log("conv2, batch 60, synthetic 32x32x3: our loop against model.fit (XLA)")
-        results["conv2"] = conv2_against_keras_fit(repeats, arguments.quick)
-    if "evaluation" in sections:
-        log("evaluation every 100 iterations against evaluation at the end")
-        results["evaluation"] = evaluation_cost(data, repeats, arguments.quick)
-
-    with tempfile.TemporaryDirectory(prefix="tf_lth-bench-") as folder:
-        source = None
-        if sections & {"rounds", "sweep", "export"}:
-            iterations = 100 if arguments.quick else 300
-            log(f"between lottery rounds (fc, {iterations} iterations per round, 3 rounds)")
-            over = between_rounds(data, iterations, os.path.join(folder, "lottery"))
-            fc = results.get("fc") or previous.get("fc")
-            rate = fc["rates"][fc["ours"]]["examples_per_second"] if fc else 50000.0
-            epoch_seconds = data.steps_per_epoch(60) * 60 / rate
-            results["between_rounds"] = {
-                "seconds": over["seconds"], "gaps_seconds": over["gaps_seconds"],
-                "epoch_seconds": epoch_seconds, "ratio": over["seconds"] / epoch_seconds,
-                "what": "from the return of Trainer.fit of round r to the call of Trainer.fit "
-                        "of round r+1: round files, results.json, masks, actions, optimizer "
-                        "reset",
-            }
-            source = over["run_dir"]
-        if "sweep" in sections:
-            levels = list(range(0, 25, 6)) if arguments.quick else list(range(25))
-            log(f"untrained supermask sweep ({len(levels)} levels)")
-            sweep = untrained_sweep(data, source, os.path.join(folder, "sweep"), levels)
-            one_eval = eval_seconds(masked_model("fc", data.image_shape), data)
-            best_lfss = max((r for r in sweep["records"]
-                             if r["criterion"] == "large_final_same_sign"),
-                            key=lambda r: r["test_accuracy"])
-            results["untrained_sweep"] = {
-                "seconds": sweep["seconds"], "evaluations": sweep["evaluations"],
-                "criteria": sweep["criteria"], "levels": sweep["levels"],
-                "treatments": sweep["treatments"], "data": data_note.split(" (")[0],
-                "one_evaluation_seconds": one_eval,
-                "floor_seconds": one_eval * sweep["evaluations"],
-                "note": f"source: dense fc trained {iterations} iterations; best "
-                        f"large_final_same_sign: {100 * best_lfss['test_accuracy']:.1f}% "
-                        f"({best_lfss['weight_treatment']}, level {best_lfss['prune_level']})",
-            }
-        if "export" in sections:
-            log("export sizes and LiteRT latency; 1x1 vs 1x4 tickets")
-            from tf_lth import run_files
-
-            round0 = run_files.round_dir(source, 0)
-            results["export"] = export_figures(data, os.path.join(round0, "final.npz"),
-                                               folder, repeats)
-
-    for key in ("fc", "flops", "supermask", "conv2", "evaluation", "between_rounds",
-                "untrained_sweep", "export"):
-        if key not in results and key in previous:
-            results[key] = previous[key]
-            results.setdefault("kept_from_previous_run", []).append(key)
+    measure_loops(results, sections, data, data_dir, repeats, arguments.quick)
+    measure_runs(results, previous, sections, data, data_note, repeats, arguments.quick)
+    keep_previous(results, previous)
     results["seconds"] = time.perf_counter() - started
     results["cpu_count"] = os.cpu_count()
     results["load_average"] = [load_start, os.getloadavg()[0]]
-    missing = [key for key in ("fc", "flops", "supermask", "conv2", "evaluation",
-                               "between_rounds", "untrained_sweep", "export")
-               if key not in results]
+    missing = [key for key in RESULT_KEYS if key not in results]
     text = table(results) if not missing else f"(no table: sections never run: {missing})"
     results["table"] = text
     from tf_lth import run_files

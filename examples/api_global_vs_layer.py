@@ -17,7 +17,7 @@ import keras
 
 import tf_lth
 from _api_common import arguments, mnist
-from tf_lth import models
+from tf_lth import choices, models
 
 args = arguments(__doc__.splitlines()[0], epochs=2.0, rounds=15, seed=0)
 x, y, x_test, y_test, source = mnist(55000, num_test=10000)
@@ -34,7 +34,7 @@ def train(model, round_index):
 
 
 results = {}
-for scope in ("layer", "global"):
+for scope in choices.PRUNE_SCOPES:
     model = models.build("fc", (28, 28, 1), 10, seed=args.seed)  # masked already
     model.compile(keras.optimizers.Adam(1.2e-3),
                   keras.losses.SparseCategoricalCrossentropy(from_logits=True),

@@ -21,17 +21,17 @@ from collections.abc import Iterator
 import keras
 import numpy as np
 
+from tf_lth.keras_compat import own_variables, swap_layer_class
 from tf_lth.layers import (
     MASK_OPTION_NAMES,
     MASKED_LAYERS,
     MaskedMixin,
-    _swap_class,
     masked_layers,
     plain_kind,
     walk_layers,
 )
 
-SUPERMASK_EXPORTS = ("expected", "sample")
+from tf_lth.choices import SUPERMASK_EXPORTS  # (defined once, in tf_lth.choices)
 
 
 def check_supermask_export(supermask_export: str) -> None:
@@ -91,7 +91,7 @@ def mask_state_ids(model) -> set:
     """
     ids = set()
     for layer in masked_layers(model):
-        for variable in layer._mask_state_variables():
+        for variable in layer.mask_state_variables():
             ids.add(id(variable))
         for slot in layer.masked_kernels:
             if slot.mask_logits is not None:
@@ -113,16 +113,16 @@ def plain_view(model, supermask_export: str = "expected", seed: int = 0) -> Iter
     saved = []
     try:
         for layer in masked_layers(model):
-            variables = layer._raw_kernels()
+            variables = layer.raw_kernels()
             saved.append((layer, type(layer), variables,
                           [np.array(variable.numpy()) for variable in variables]))
             for variable, value in zip(variables, kernels[id(layer)]):
                 variable.assign(value.astype(np.float32))
-            _swap_class(layer, plain_kind(layer))
+            swap_layer_class(layer, plain_kind(layer))
         yield model
     finally:
         for layer, cls, variables, raw in reversed(saved):
-            _swap_class(layer, cls)
+            swap_layer_class(layer, cls)
             for variable, value in zip(variables, raw):
                 variable.assign(value)
 
@@ -140,9 +140,9 @@ def check_plain(model: keras.Model, argument: str = "plain_model") -> None:
 def _copy_own_weights(source, target) -> None:
     """Copies `source`'s own weights into `target`'s, matched by variable name."""
     by_name = {}
-    for variable in list(source._trainable_variables) + list(source._non_trainable_variables):
+    for variable in own_variables(source):
         by_name.setdefault(variable.name, variable)
-    for variable in list(target._trainable_variables) + list(target._non_trainable_variables):
+    for variable in own_variables(target):
         if variable.name not in by_name:
             raise ValueError(
                 f"Cannot copy layer '{source.name}': it has no variable {variable.name!r}."

@@ -285,6 +285,61 @@ def _write_tflite(plain, kind, path, representative, test_images, latency_images
     return logits, os.path.getsize(path), details, model_bytes
 
 
+def _check_labels(test_labels, count: int) -> np.ndarray:
+    """Integer class labels (one-hot rows turned to indices), one per test image."""
+    labels = np.asarray(test_labels)
+    if labels.ndim == 2:  # one-hot
+        labels = np.argmax(labels, axis=-1)
+    labels = labels.reshape(-1)
+    if len(labels) != count:
+        raise ValueError(
+            f"test_labels must have one label per test image ({count}). "
+            f"Received: {len(labels)} labels"
+        )
+    return labels
+
+
+def _reference_logits(masked_model, plain, supermask_export: str, test_images) -> tuple:
+    """(reference logits, max |baked - reference| or None, what the reference is)."""
+    baked_logits = _keras_logits(plain, test_images)
+    if supermask_export == "expected":
+        with expected_supermasks(masked_model):
+            reference = _keras_logits(masked_model, test_images)
+        return (reference, float(np.max(np.abs(baked_logits - reference))),
+                "masked Keras model, training=False, expected supermasks")
+    # the masked model would draw a new mask per call
+    return baked_logits, None, "baked Keras model (one recorded supermask sample)"
+
+
+def _write_formats(plain, formats, out_dir, input_shape, representative, test_images,
+                   latency_images, checks) -> tuple:
+    """Writes and checks each format; returns ({kind: entry}, {kind: sparse-encoded bytes}).
+    `checks` holds the reference logits, labels, Keras accuracy and weights remaining."""
+    results, sparse_files = {}, {}
+    for kind in formats:
+        path = os.path.join(out_dir, FILE_NAMES[kind])
+        if kind == "saved_model":
+            logits, size, details = _write_saved_model(
+                plain, path, input_shape, test_images, latency_images
+            )
+        else:
+            logits, size, details, model_bytes = _write_tflite(
+                plain, kind, path, representative, test_images, latency_images
+            )
+            if details["sparse_encoding_used"]:
+                sparse_files[kind] = model_bytes
+        int8 = kind in tflite_lib.INT8_KINDS
+        results[kind] = {
+            "file": FILE_NAMES[kind],
+            "size_bytes": size,
+            "weights_remaining": checks["remaining"],
+            **_evaluate(logits, checks["reference"], checks["labels"], int8,
+                        checks["keras_accuracy"]),
+            **details,
+        }
+    return results, sparse_files
+
+
 def export_all(
     masked_model: keras.Model,
     out_dir: str,
@@ -308,15 +363,7 @@ def export_all(
     check_supermask_export(supermask_export)
     input_shape = saved_model_lib.check_input_shape(input_shape)
     test_images = _check_images(test_images, input_shape, "test_images")
-    labels = np.asarray(test_labels)
-    if labels.ndim == 2:  # one-hot
-        labels = np.argmax(labels, axis=-1)
-    labels = labels.reshape(-1)
-    if len(labels) != len(test_images):
-        raise ValueError(
-            f"test_labels must have one label per test image ({len(test_images)}). "
-            f"Received: {len(labels)} labels"
-        )
+    labels = _check_labels(test_labels, len(test_images))
     test_images, labels = test_images[:MAX_EVAL_EXAMPLES], labels[:MAX_EVAL_EXAMPLES]
     latency_images = test_images[:NUM_LATENCY_EXAMPLES]
     representative = None
@@ -324,15 +371,8 @@ def export_all(
         representative = _representative_images(train_images, input_shape, int(seed))
 
     plain = bake(masked_model, supermask_export, seed)
-    baked_logits = _keras_logits(plain, test_images)
-    if supermask_export == "expected":
-        with expected_supermasks(masked_model):
-            reference = _keras_logits(masked_model, test_images)
-        baked_diff = float(np.max(np.abs(baked_logits - reference)))
-        reference_name = "masked Keras model, training=False, expected supermasks"
-    else:  # the masked model would draw a new mask per call
-        reference, baked_diff = baked_logits, None
-        reference_name = "baked Keras model (one recorded supermask sample)"
+    reference, baked_diff, reference_name = _reference_logits(
+        masked_model, plain, supermask_export, test_images)
     keras_accuracy = _accuracy(reference, labels)
     plain_layers = kernel_layers(plain)  # asked once, passed to every per-layer step
     remaining = weights_remaining(plain_layers)
@@ -342,29 +382,10 @@ def export_all(
     if os.path.exists(report_path):
         # The report is written last, like a DONE marker: no stale report beside new files.
         os.remove(report_path)
-    results = {}
-    sparse_files = {}
-    for kind in formats:
-        path = os.path.join(out_dir, FILE_NAMES[kind])
-        if kind == "saved_model":
-            logits, size, details = _write_saved_model(
-                plain, path, input_shape, test_images, latency_images
-            )
-        else:
-            logits, size, details, model_bytes = _write_tflite(
-                plain, kind, path, representative, test_images, latency_images
-            )
-            if details["sparse_encoding_used"]:
-                sparse_files[kind] = model_bytes
-        int8 = kind in tflite_lib.INT8_KINDS
-        results[kind] = {
-            "file": FILE_NAMES[kind],
-            "size_bytes": size,
-            "weights_remaining": remaining,
-            **_evaluate(logits, reference, labels, int8, keras_accuracy),
-            **details,
-        }
-
+    results, sparse_files = _write_formats(
+        plain, formats, out_dir, input_shape, representative, test_images, latency_images,
+        dict(reference=reference, labels=labels, keras_accuracy=keras_accuracy,
+             remaining=remaining))
     layers = layer_report(plain_layers, sparse_files)
     if measure_layers and "tflite_sparse" in formats:
         _attach_measurements(layers, measure_layer_latencies(plain_layers, seed=int(seed)))

@@ -29,6 +29,7 @@ import numpy as np
 import tensorflow as tf
 
 from export.bake import check_plain
+from tf_lth.keras_compat import build_shapes, functional_graph, functional_inputs
 from tf_lth.run_files import replace_directory
 
 SIGNATURE_KEY = "serving_default"
@@ -183,9 +184,7 @@ def model_signature(model: keras.Model, input_signature=None) -> tuple:
         specs = [_spec(leaf.shape, leaf.dtype, name) for leaf, name in zip(leaves, names)]
         return specs, lambda tensors: model(
             keras.tree.pack_sequence_as(structure, list(tensors)), training=False)
-    functional = getattr(model, "_functional", None) if isinstance(model, keras.Sequential) \
-        else model
-    inputs_struct = getattr(functional, "_inputs_struct", None)
+    inputs_struct = functional_inputs(model)
     if inputs_struct is not None:
         leaves = keras.tree.flatten(inputs_struct)
         if isinstance(inputs_struct, dict):
@@ -203,7 +202,7 @@ def model_signature(model: keras.Model, input_signature=None) -> tuple:
             return specs, lambda tensors: model(dict(zip(keys, tensors)), training=False)
         return specs, lambda tensors: model(
             keras.tree.pack_sequence_as(structure, list(tensors)), training=False)
-    shapes = getattr(model, "_build_shapes_dict", None)
+    shapes = build_shapes(model)
     if not shapes:
         raise ValueError(
             f"Cannot tell the inputs of model '{model.name}': call it once on a batch, or pass "
@@ -253,8 +252,7 @@ def output_names(model: keras.Model, outputs) -> list:
     if isinstance(outputs, dict):
         return _unique([_identifier(key, f"output_{i}") for i, key in enumerate(outputs)])
     flat = keras.tree.flatten(outputs)
-    functional = getattr(model, "_functional", model)
-    known = list(getattr(functional, "output_names", None) or [])
+    known = list(getattr(functional_graph(model) or model, "output_names", None) or [])
     if len(known) != len(flat):
         known = [None] * len(flat)
     return _unique([_identifier(name, f"output_{i}") for i, name in enumerate(known)])

@@ -108,7 +108,12 @@ def convert_module(module, kind: str, representative_dataset=None) -> bytes:
     return model_bytes
 
 
-def _interpreter(model, num_threads: int = 1, default_delegates: bool = True) -> Interpreter:
+def load_interpreter(model, num_threads: int = 1, default_delegates: bool = True) -> Interpreter:
+    """A LiteRT `Interpreter` for flatbuffer bytes or a .tflite path (not yet allocated).
+
+    `default_delegates=False` uses the builtin op resolver without the default (XNNPACK)
+    delegate.
+    """
     resolver = OpResolverType.AUTO
     if not default_delegates:
         resolver = OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
@@ -123,7 +128,8 @@ def _interpreter(model, num_threads: int = 1, default_delegates: bool = True) ->
     )
 
 
-def _read(model) -> bytes:
+def read_model(model) -> bytes:
+    """The flatbuffer bytes of `model` (bytes as they are, or the file at a path)."""
     if isinstance(model, (bytes, bytearray)):
         return bytes(model)
     with open(model, "rb") as stream:
@@ -132,7 +138,7 @@ def _read(model) -> bytes:
 
 def _main_graph(model) -> tuple:
     """The flatbuffer's main subgraph, and its ops in order (name, input/output tensors)."""
-    flatbuffer = schema.Model.GetRootAs(_read(model), 0)
+    flatbuffer = schema.Model.GetRootAs(read_model(model), 0)
     codes = []
     for index in range(flatbuffer.OperatorCodesLength()):
         code = flatbuffer.OperatorCodes(index)
@@ -164,11 +170,11 @@ def check_builtin_ops(model) -> None:
     if foreign:
         raise RuntimeError(f"The converted model uses non-built-in (custom or Flex) ops: {foreign}")
     try:
-        _interpreter(model).allocate_tensors()  # the default resolver fails on unknown ops
+        load_interpreter(model).allocate_tensors()  # the default resolver fails on unknown ops
     except RuntimeError:
         # XNNPACK refuses some valid files (int8 FULLY_CONNECTED fed by DENSIFY); LiteRT's
         # built-in kernels must still load them.
-        _interpreter(model, default_delegates=False).allocate_tensors()
+        load_interpreter(model, default_delegates=False).allocate_tensors()
 
 
 def runs_in_default_interpreter(model, default_delegates: bool = True) -> str | None:
@@ -178,7 +184,7 @@ def runs_in_default_interpreter(model, default_delegates: bool = True) -> str | 
     fully-connected op fed by a DENSIFY op (LiteRT 2.3).
     """
     try:
-        interpreter = _interpreter(model, default_delegates=default_delegates)
+        interpreter = load_interpreter(model, default_delegates=default_delegates)
         interpreter.allocate_tensors()
         for detail in interpreter.get_input_details():
             interpreter.set_tensor(detail["index"],
@@ -253,7 +259,7 @@ def run(
     if int(batch_size) < 1:
         raise ValueError(f"batch_size must be a positive int. Received: batch_size={batch_size!r}")
     images = np.asarray(images, dtype=np.float32)
-    interpreter = _interpreter(model, num_threads, default_delegates)
+    interpreter = load_interpreter(model, num_threads, default_delegates)
     input_detail = interpreter.get_input_details()[0]
     expected = tuple(int(d) for d in input_detail["shape"][1:])
     if images.ndim != len(expected) + 1 or tuple(images.shape[1:]) != expected:
@@ -288,7 +294,7 @@ def latency_per_example(model, images: np.ndarray, num_threads: int = 1, repeats
         raise ValueError(
             "latency_per_example needs at least one image. Received: images with 0 rows"
         )
-    interpreter = _interpreter(model, num_threads, default_delegates=default_delegates)
+    interpreter = load_interpreter(model, num_threads, default_delegates=default_delegates)
     input_detail = interpreter.get_input_details()[0]
     if input_detail["shape"][0] != 1:
         interpreter.resize_tensor_input(input_detail["index"], [1, *images.shape[1:]])
@@ -432,13 +438,13 @@ def _same_outputs(first: bytes, second: bytes, num_examples: int = 8,
                   default_delegates: bool = True) -> bool:
     """Whether two LiteRT models give the same outputs (1e-5) on random inputs."""
     try:
-        if len(_interpreter(first).get_input_details()) > 1 or \
-                len(_interpreter(first).get_output_details()) > 1:
+        if len(load_interpreter(first).get_input_details()) > 1 or \
+                len(load_interpreter(first).get_output_details()) > 1:
             inputs = random_inputs(first, num_examples)
             a = run_signature(first, inputs)
             b = run_signature(second, inputs, default_delegates=default_delegates)
             return all(np.allclose(a[key], b[key], atol=1e-5) for key in a)
-        detail = _interpreter(first).get_input_details()[0]
+        detail = load_interpreter(first).get_input_details()[0]
         shape = [num_examples, *[int(dim) for dim in detail["shape"][1:]]]
         images = np.random.default_rng(0).uniform(size=shape).astype(np.float32)
         return bool(np.allclose(run(first, images),
@@ -450,7 +456,7 @@ def _same_outputs(first: bytes, second: bytes, num_examples: int = 8,
 
 def random_inputs(model, num_examples: int = 8, seed: int = 0) -> dict:
     """{input name: uniform [0, 1) float (or small int) batch} for the model's signature."""
-    interpreter = _interpreter(model)
+    interpreter = load_interpreter(model)
     runner = interpreter.get_signature_runner()
     rng = np.random.default_rng(seed)
     inputs = {}
@@ -469,7 +475,7 @@ def run_signature(model, inputs, num_threads: int = 1, default_delegates: bool =
     `inputs` is {input name: array}, or one array for a one-input model; the batch size is
     free. Integer-quantized inputs and outputs are converted from and to float.
     """
-    interpreter = _interpreter(model, num_threads, default_delegates)
+    interpreter = load_interpreter(model, num_threads, default_delegates)
     runner = interpreter.get_signature_runner()
     details = runner.get_input_details()
     if not isinstance(inputs, dict):

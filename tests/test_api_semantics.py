@@ -1,6 +1,6 @@
 """One semantics: `tf_lth.find_ticket` and `python -m tf_lth.train --experiment=lottery`.
 
-Both drivers run the same rounds (docs/semantics.md, "One round, two drivers"). Two checks:
+Both drivers run the same rounds (docs/semantics.md, "One round engine"). Two checks:
 
 1. Same trained weights in, same tickets out, exactly. `find_ticket`'s `train_fn` does not
    train: it loads the weights the CLI run ended each round with (its `final.npz`), so

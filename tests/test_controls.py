@@ -1,11 +1,12 @@
 """`--controls=random,reinit`: every pruned round of a lottery run against its controls
-(docs/semantics.md, "Controls")."""
+(docs/semantics.md, "One round engine")."""
 
 import os
 
 import numpy as np
 import pytest
 
+import tf_lth
 import trainers
 from tf_lth import config as config_lib
 from tf_lth import run_files
@@ -20,15 +21,15 @@ def _kernel(state, layer):
 def controlled(tmp_path_factory):
     """A 2-round run with both controls; the model state each control starts from."""
     seen = []
-    original = lottery.ControlRuns.apply
+    original = lottery.RoundTrainer.train_control
 
-    def apply(self, kind, round_index):
-        original(self, kind, round_index)
+    def train_control(self, kind, round_index):
         seen.append((kind, round_index,
-                     {layer.name: (np.array(layer.mask), np.array(layer.kernel_variable))
-                      for layer in self.run.layers}))
+                     {slot.key: (np.array(slot.mask), np.array(slot.kernel))
+                      for slot in tf_lth.kernel_slots(self.model)}))
+        return original(self, kind, round_index)
 
-    lottery.ControlRuns.apply = apply
+    lottery.RoundTrainer.train_control = train_control
     try:
         config = config_lib.make(
             experiment="lottery", dataset="synthetic_mnist", iterations=20, eval_every=10,
@@ -37,7 +38,7 @@ def controlled(tmp_path_factory):
         lines = []
         trainers.run(config, log=lines.append)
     finally:
-        lottery.ControlRuns.apply = original
+        lottery.RoundTrainer.train_control = original
     return config.run_dir, seen, lines
 
 

@@ -108,7 +108,10 @@ def test_nothing_cites_files_outside_the_repository():
     assert not problems, f"mentions of {' / '.join(FOREIGN)}:\n" + "\n".join(problems)
 
 
-CORE = ("tf_lth/layers.py", "tf_lth/masks.py", "tf_lth/actions.py", "tf_lth/models.py",
+LAYERS = tuple(f"tf_lth/layers/{name}.py" for name in (
+    "__init__", "hashing", "mixin", "numpy_views", "kinds", "walk", "inplace")) + (
+    "tf_lth/keras_compat.py",)
+CORE = (*LAYERS, "tf_lth/masks.py", "tf_lth/actions.py", "tf_lth/models.py",
         "tf_lth/wrap.py", "tf_lth/ticket.py", "tf_lth/data.py", "tf_lth/config.py",
         "tf_lth/run_files.py")
 

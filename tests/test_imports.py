@@ -11,7 +11,10 @@ import sys
 import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-CORE = ("tf_lth/layers.py", "tf_lth/masks.py", "tf_lth/actions.py", "tf_lth/models.py",
+LAYERS = tuple(f"tf_lth/layers/{name}.py" for name in (
+    "__init__", "hashing", "mixin", "numpy_views", "kinds", "walk", "inplace")) + (
+    "tf_lth/keras_compat.py",)
+CORE = (*LAYERS, "tf_lth/masks.py", "tf_lth/actions.py", "tf_lth/models.py",
         "tf_lth/data.py", "tf_lth/config.py", "tf_lth/run_files.py", "tf_lth/distribute.py",
         "tf_lth/preemption.py", "tf_lth/run_lock.py", "tf_lth/wrap.py", "tf_lth/ticket.py")
 CLI_MODULES = {"tf_lth.train", "tf_lth.tune", "tf_lth.export", "tf_lth.plot",
@@ -60,9 +63,11 @@ def test_export_never_imports_trainers(path):
 
 @pytest.mark.parametrize("path", ["tf_lth/masks.py", "tf_lth/actions.py"])
 def test_masks_and_actions_import_only_numpy_and_the_standard_library(path):
-    """(and each other: actions takes its argument check from masks)"""
+    """(and each other: actions takes its argument check from masks; and the registries of
+    `tf_lth.choices`, standard library only)"""
     allowed = set(sys.stdlib_module_names) | {"numpy", "__future__"}
-    pure = {"tf_lth.masks", "tf_lth.masks.check_choice", "tf_lth.actions"}
+    pure = {"tf_lth.masks", "tf_lth.masks.check_choice", "tf_lth.actions", "tf_lth",
+            "tf_lth.choices"}
     names = _imports(path)
     assert {_top(n) for n in names if n not in pure} <= allowed, names
 

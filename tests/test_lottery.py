@@ -121,9 +121,23 @@ def test_every_mask_zero_action_runs_a_round(tmp_path, action):
     assert np.isfinite(record["test_loss"])
 
 
-def test_lottery_run_draws_its_plot(tmp_path):
-    run_dir = _run(tmp_path, "plot", rounds=1, iterations=4, eval_every=4)
-    assert_plot_shows_rounds(os.path.join(run_dir, "plots", "lottery.png"), run_dir)
+@pytest.mark.parametrize("experiment", ["lottery", "untrained_supermask"])
+def test_the_cli_draws_a_finished_runs_plot(tmp_path, experiment):
+    """tf_lth.train draws the figure after the experiment (experiments import no CLI)."""
+    from tests.helpers import run_cli
+
+    run_dir = str(tmp_path / "plot")
+    extra = (["--rounds=1"] if experiment == "lottery" else
+             ["--prune_levels=0,3", "--criterion=large_final", "--weight_treatments=init"])
+    done = run_cli("tf_lth.train", f"--experiment={experiment}", "--dataset=synthetic_mnist",
+                   "--iterations=4", "--eval_every=4", "--batch_size=50", *extra,
+                   f"--run_dir={run_dir}", "--noprogress")
+    assert done.returncode == 0, done.stderr[-3000:]
+    png = os.path.join(run_dir, "plots", f"{experiment}.png")
+    if experiment == "lottery":
+        assert_plot_shows_rounds(png, run_dir)
+    else:
+        assert os.path.getsize(png) > 0
 
 
 @pytest.mark.mnist

@@ -15,7 +15,7 @@ import sys
 import numpy as np
 import pytest
 
-from tf_lth import actions, config, masks
+from tf_lth import actions, choices, config, masks
 from tf_lth.reproduce import ROOT, claims, cli, execute, paper, plan, report
 
 REQUIRED_CRITERIA = {"large_final", "magnitude_increase", "movement", "large_init_large_final",
@@ -174,7 +174,7 @@ def test_names_come_from_the_core_registries():
     runs = plan.plan("mnist_fc", budget)
     untrained = next(run for run in runs if run.kind == "untrained")
     assert untrained.flags["criterion"].split(",") == list(masks.CRITERIA)
-    assert untrained.flags["weight_treatments"].split(",") == list(config.WEIGHT_TREATMENTS)
+    assert untrained.flags["weight_treatments"].split(",") == list(choices.WEIGHT_TREATMENTS)
     assert set(paper.FIGURE_CRITERIA) <= set(masks.CRITERIA)
     assert set(paper.MASK_ONE_ACTIONS) == {a for a in actions.MASK_ONE_ACTIONS
                                            if a != "none" and not a.endswith("_rescaled")}
@@ -354,7 +354,7 @@ def test_figures_plot_the_runs_numbers(tmp_path):
     (dense,) = report.dense_lines(loaded)
     assert dense.y == [pytest.approx(98.0)]
     panels = report.untrained_panels(loaded["untrained/all_criteria"])
-    assert list(panels) == [f"untrained, {t} weights" for t in config.WEIGHT_TREATMENTS]
+    assert list(panels) == [f"untrained, {t} weights" for t in choices.WEIGHT_TREATMENTS]
     best = next(s for s in panels["untrained, signed_constant weights"]
                 if s.label == "large_final_same_sign")
     levels = sorted(plan.untrained_levels(budget))

@@ -37,10 +37,13 @@ def test_global_mask_uses_one_threshold_over_all_kernels():
     np.testing.assert_array_equal(result["b"], [1, 1, 0, 0])
 
 
-def test_m_by_n_keeps_the_two_largest_of_every_four_inputs():
+def test_m_by_n_zeroes_m_of_every_n_inputs_as_tfmot():
     w = np.array([1, -3, 2, 0.5, 0, 0, 5, 0], np.float32).reshape(8, 1)
-    # second group: 5 and the first of the tied zeros (index 4)
+    # (2, 4): 2 zeros per 4; second group keeps 5 and the first tied zero (index 4)
     np.testing.assert_array_equal(sparsity.m_by_n_mask(w).ravel(), [0, 1, 1, 0, 1, 0, 1, 0])
+    # (1, 4): 1 zero per 4, the smallest magnitude of each group
+    np.testing.assert_array_equal(sparsity.m_by_n_mask(w, 1, 4).ravel(),
+                                  [1, 1, 1, 0, 1, 1, 1, 0])
     two_outputs = np.stack([w.ravel(), -w.ravel()[::-1]], axis=1)
     assert sparsity.m_by_n_mask(two_outputs).sum(axis=0).tolist() == [4, 4]
     with pytest.raises(ValueError, match="multiple of 4"):
@@ -222,6 +225,8 @@ def test_compiled_m_by_n_and_drop_and_grow_equal_the_numpy_ones():
         np.testing.assert_array_equal(
             tf.function(sparse_ops.m_by_n_mask, jit_compile=True)(tf.constant(kernel)).numpy(),
             sparsity.m_by_n_mask(kernel))
+        np.testing.assert_array_equal(sparse_ops.m_by_n_mask(tf.constant(kernel), 1, 4).numpy(),
+                                      sparsity.m_by_n_mask(kernel, 1, 4))
     update = tf.function(sparse_ops.drop_and_grow, jit_compile=True)
     for trial in range(5):
         mask = sparsity.random_mask((20, 6), 30, rng)

@@ -12,6 +12,10 @@ Masking and pruning:
 State (masks are never weights):
     weights_state(model), rewind(model, state), get_masks(model), set_masks(model, masks)
     weights_remaining(model), summary(model), supermask_mode(model, "expected"|"sample")
+Sparse training while fitting (docs/sparse_training.md):
+    PolynomialDecay(...), ConstantSparsity(...)          tfmot's schedules, same arguments
+    GradualPruning(schedule, scope="layer", block="1x1") gradual magnitude pruning in fit
+    DynamicSparse(sparsity, method="rigl"|"set"|"static", distribution="erk"|"uniform")
 Deployment:
     strip(model), export_saved_model(model, path), export_litert(model, path, ...),
     run_litert(path, inputs)
@@ -37,6 +41,10 @@ _API = {
     "set_masks": "tf_lth.ticket",
     "weights_remaining": "tf_lth.ticket",
     "reset_optimizer_state": "tf_lth.ticket",
+    "PolynomialDecay": "tf_lth.schedules",
+    "ConstantSparsity": "tf_lth.schedules",
+    "GradualPruning": "tf_lth.sparse_training",
+    "DynamicSparse": "tf_lth.sparse_training",
     "strip": "tf_lth.deploy",
     "export_saved_model": "tf_lth.deploy",
     "export_litert": "tf_lth.deploy",

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from tf_lth import choices
 from tf_lth.masks import check_choice
 
 
@@ -18,27 +19,10 @@ def signed_constant(w: np.ndarray, multiplier: float = 1.0) -> np.ndarray:
     w = np.asarray(w)
     return np.sign(w) * (np.std(w) * multiplier)
 
-_BASE_MASK_ONE_ACTIONS = (
-    "none",
-    "reinit",
-    "reshuffle",
-    "constant",
-    "signed_reinit",
-    "signed_reshuffle",
-    "signed_constant",
-)
+# The registries live in `tf_lth.choices`; these names stay here for callers of this module.
 # Rescaled variants multiply the starting values by size / kept of the layer.
-MASK_ONE_ACTIONS: tuple[str, ...] = _BASE_MASK_ONE_ACTIONS + tuple(
-    f"{action}_rescaled" for action in _BASE_MASK_ONE_ACTIONS if action != "none"
-)
-MASK_ZERO_ACTIONS: tuple[str, ...] = (
-    "zero",
-    "freeze_init",
-    "freeze_init_zero_mask",  # variant 1
-    "freeze_init_zero_all",  # variant 2
-    "freeze_init_zero_reshuffle",
-    "freeze_init_zero_rev",
-)
+MASK_ONE_ACTIONS: tuple[str, ...] = choices.MASK_ONE_ACTIONS
+MASK_ZERO_ACTIONS: tuple[str, ...] = choices.MASK_ZERO_ACTIONS
 
 
 def _check_shape(name: str, array: np.ndarray, shape: tuple[int, ...]) -> None:

@@ -130,7 +130,7 @@ def export_litert(model: keras.Model, path: str, sparse: bool = True, int8: bool
     path = os.path.abspath(path)
     os.makedirs(os.path.dirname(path), exist_ok=True)
     _write_atomically(path, model_bytes)
-    runner = tflite._interpreter(model_bytes, default_delegates=False).get_signature_runner()
+    runner = tflite.load_interpreter(model_bytes, default_delegates=False).get_signature_runner()
     return {"path": path, "kind": kind, "size_bytes": len(model_bytes),
             "inputs": sorted(runner.get_input_details()),
             "outputs": sorted(runner.get_output_details()), **info}
@@ -183,6 +183,6 @@ def run_litert(path_or_bytes, inputs, num_threads: int = 1) -> dict:
     """
     from export import tflite
 
-    model_bytes = tflite._read(path_or_bytes)
+    model_bytes = tflite.read_model(path_or_bytes)
     default_delegates = tflite.runs_in_default_interpreter(model_bytes) is None
     return tflite.run_signature(model_bytes, inputs, num_threads, default_delegates)

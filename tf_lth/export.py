@@ -13,7 +13,8 @@ import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from tf_lth.config import EXPORT_FORMATS as ALL_FORMATS  # noqa: E402 (no TensorFlow)
+from tf_lth.choices import EXPORT_FORMATS as ALL_FORMATS  # noqa: E402 (no TensorFlow)
+from tf_lth.choices import SUPERMASK_EXPORTS  # noqa: E402
 
 
 class ExportInputError(ValueError):
@@ -108,7 +109,7 @@ def main(argv=None) -> int:
                         help="round to export (default: the last completed)")
     parser.add_argument("--formats", default="saved_model,tflite,tflite_sparse,tflite_int8",
                         help=f"comma-separated: {', '.join(ALL_FORMATS)}")
-    parser.add_argument("--supermask_export", default="expected", choices=["expected", "sample"],
+    parser.add_argument("--supermask_export", default="expected", choices=SUPERMASK_EXPORTS,
                         help="learned supermasks: the expected mask or one recorded sample")
     parser.add_argument("--seed", type=int, default=0, help="seed of --supermask_export=sample")
 

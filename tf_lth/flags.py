@@ -1,6 +1,8 @@
 """tf_lth's absl flags (docs/architecture.md, Data flow of a lottery run) and their conversion into a `Config`.
 
 CLI layer. Shared by `tf_lth.train` and `tf_lth.tune`. Bad flags print one line and exit 2.
+One flag per `Config` field, made from the field's declaration (`tf_lth.config.setting`):
+its name, type, default, help text, allowed names and preset default.
 """
 
 from __future__ import annotations
@@ -13,107 +15,64 @@ from absl import flags
 from tf_lth import config as config_lib
 
 FLAGS = flags.FLAGS
-_DEFINED = []
+# absl's flag kind for each `Config` value type; a tuple setting is a comma-separated string
+_KINDS = {str: "string", int: "integer", float: "float", bool: "boolean", tuple: "string"}
 
 
-def _define(kind, name, default, help_text, **kwargs):
-    getattr(flags, f"DEFINE_{kind}")(name, default, help_text, **kwargs)
-    _DEFINED.append(name)
+def names() -> tuple:
+    """tf_lth's own flag names: one per `Config` field, in declaration order."""
+    return tuple(field.name for field in config_lib.settings())
+
+
+def help_text(field) -> str:
+    """A setting's flag help: its declared help, its allowed names, its preset default."""
+    text = field.metadata["help"]
+    if field.metadata["choices"]:
+        text += f" Allowed: {', '.join(field.metadata['choices'])}."
+    if field.metadata["preset"]:
+        text += f" Default: {config_lib.preset_text(field.name)}."
+    return text
 
 
 def define_flags() -> None:
-    if _DEFINED:
+    """One absl flag per `Config` field (`tf_lth.config.setting`), defined once."""
+    if names()[0] in FLAGS:
         return
-    _define("string", "experiment", "dense", "dense, lottery, untrained_supermask, "
-            "learned_supermask or tfmot_baseline.")
-    _define("string", "dataset", "mnist", "A tfds image classification dataset "
-            "(mnist, fashion_mnist, cifar10, ...), or synthetic / synthetic_mnist.")
-    _define("string", "data_dir", None, "Where tfds data is prepared (default: TFDS_DATA_DIR "
-            "or ~/tensorflow_datasets).")
-    _define("integer", "validation_size", None, "Validation examples carved from the end of "
-            "train (default 5000).")
-    _define("string", "arch", "fc", "fc, conv2, conv4 or conv6 (docs/semantics.md, Networks).")
-    _define("float", "epochs", None, "Epochs per round (default: the arch's paper preset).")
-    _define("integer", "iterations", None, "Iterations per round; overrides --epochs.")
-    _define("integer", "batch_size", None, "Training batch size (default 60; 250 for "
-            "learned supermasks).")
-    _define("string", "optimizer", None, "adam, sgd or rmsprop (default adam; sgd for "
-            "learned supermasks).")
-    _define("float", "learning_rate", None, "Learning rate (default: the arch's preset).")
-    _define("float", "momentum", None, "Momentum for sgd (default 0.9).")
-    _define("integer", "eval_every", 100, "Iterations between evaluations (and at the end).")
-    _define("integer", "seed", 0, "Seed of initialisation, data order and masks.")
-    _define("boolean", "deterministic", False, "TensorFlow op determinism: bitwise repeatable.")
-    _define("string", "run_dir", None, "The run directory (required).")
-    _define("boolean", "resume", False, "Continue the run in --run_dir.")
-    _define("boolean", "overwrite", False, "Replace the run in --run_dir.")
-    _define("string", "criterion", "large_final", "Mask criterion (docs/semantics.md, Mask criteria); a "
-            "comma-separated list for untrained_supermask.")
-    _define("integer", "rounds", 0, "Pruning rounds after the dense round 0.")
-    _define("string", "prune_rates", "", "Per-group rates, e.g. conv=0.1,dense=0.2,output=0.1 "
-            "(default: the arch's preset).")
-    _define("boolean", "one_shot", False, "Prune straight to the level of --rounds.")
-    _define("integer", "rewind_iteration", 0, "Reset to the weights of this iteration of "
-            "round 0 (late resetting); 0 resets to the initial weights.")
-    _define("string", "mask_one_action", "none", "Starting values of kept weights "
-            "(docs/semantics.md, Mask-1 actions).")
-    _define("string", "mask_zero_action", "zero", "Values of pruned weights (docs/semantics.md, Mask-0 actions).")
-    _define("string", "mask_block", "1x1", "Mask granularity: 1x1 (the paper) or 1x4 "
-            "(LiteRT's sparse kernel blocks).")
-    _define("string", "prune_scope", "layer", "layer: each layer prunes its own rate (the "
-            "paper); global: one ranking across layers, pruning the same total per round.")
-    _define("string", "source_run", None, "A finished dense run whose weights untrained "
-            "supermasks use.")
-    _define("string", "prune_levels", "", "Untrained supermask prune levels, as round counts "
-            "(default 0..24).")
-    _define("string", "weight_treatments", "init,signed_constant,rescaled",
-            "Untrained supermask weight treatments.")
-    _define("string", "supermask_weights", "init", "Learned supermask kernels: init or "
-            "signed_constant.")
-    _define("float", "sigmoid_bias", 0.0, "Initial mask logit (0 means p = 0.5).")
-    _define("float", "constant_multiplier", 1.0, "Multiplier of the signed constant.")
-    _define("string", "mask_sampling", "bernoulli", "bernoulli, round (the paper's variant) "
-            "or topk (edge-popup: the top --keep_fraction of |score| per layer).")
-    _define("float", "keep_fraction", 0.5, "Fraction of weights (or blocks) per layer that "
-            "--mask_sampling=topk keeps.")
-    _define("string", "lr_schedule", "constant", "constant or cosine (decay to 0 over the round).")
-    _define("float", "weight_decay", 0.0, "Decoupled weight decay of the optimizer (0: none).")
-    _define("string", "controls", "", "Lottery controls trained at every pruned round: a "
-            "comma list of random (random mask, same per-layer counts) and reinit (the "
-            "ticket's mask, fresh initialisation).")
-    _define("boolean", "dynamic_scaling", False, "Rescale kernels by size / kept every step.")
-    _define("integer", "eval_samples", 10, "Sampled masks averaged at evaluation.")
-    _define("string", "supermask_export", "expected", "Mask a learned supermask exports: "
-            "expected or sample.")
-    _define("string", "strategy", "default", "default, mirrored, multi_worker or tpu.")
-    _define("string", "export", "", "Formats exported at the end: saved_model, tflite, "
-            "tflite_sparse, tflite_int8, tflite_sparse_int8.")
-    _define("integer", "checkpoint_every", 0, "Iterations between in-round checkpoints "
-            "(0: none).")
-    _define("string", "jit_compile", "auto", "XLA for the training and evaluation calls: auto "
-            "(XLA, else the plain graph, said once in the log), on or off.")
-    _define("boolean", "download", True, "Let tfds download a missing dataset.")
-    _define("boolean", "progress", True, "Show a progress bar on a terminal.")
+    for field in config_lib.settings():
+        kind = config_lib.value_type(field)
+        value = field.default
+        if kind is tuple:
+            value = ",".join(str(item) for item in value)
+        getattr(flags, f"DEFINE_{_KINDS[kind]}")(field.name, value, help_text(field))
+
+
+def values() -> dict:
+    """tf_lth's flags as parsed: name -> value (None where unset with no default)."""
+    return {name: FLAGS[name].value for name in names()}
+
+
+def flagfile_lines(flag_values: dict) -> list:
+    """`flag_values` (name -> value) as flagfile lines, in flag order, without the unset
+    ones (None) and without --resume and --overwrite (how a run starts, not which run)."""
+    lines = []
+    for field in config_lib.settings():
+        value = flag_values.get(field.name)
+        if value is None or not field.metadata["flagfile"]:
+            continue
+        if isinstance(value, bool):
+            lines.append(f"--{field.name}" if value else f"--no{field.name}")
+        else:
+            lines.append(f"--{field.name}={value}")
+    return lines
 
 
 def own_flags_text() -> str:
     """tf_lth's flags as a re-runnable flagfile (absl's dump holds every module's flags)."""
-    lines = []
-    for name in _DEFINED:
-        flag = FLAGS[name]
-        if flag.value is None or name in ("resume", "overwrite"):
-            continue
-        if isinstance(flag.value, bool):
-            lines.append(f"--{name}" if flag.value else f"--no{name}")
-        else:
-            lines.append(f"--{name}={flag.value}")
-    return "\n".join(lines) + "\n"
+    return "\n".join(flagfile_lines(values())) + "\n"
 
 
 def to_config() -> config_lib.Config:
-    values = {name: FLAGS[name].value for name in _DEFINED}
-    values["run_dir"] = values["run_dir"] or ""
-    return config_lib.make(**values)
+    return config_lib.make(**values())
 
 
 def fail(message: str) -> None:

@@ -1,7 +1,7 @@
 """Mask criteria and pruning: which weights a round keeps (docs/semantics.md).
 
-Core layer (docs/architecture.md): pure NumPy, no TensorFlow and no model access. Trainers read a
-layer's kernels, call `compute_mask` and assign the result to the layer's `mask` variable.
+Core layer (docs/architecture.md): pure NumPy, no TensorFlow and no model access. A round's
+masks come from `tf_lth.rounds.next_round`, which ranks with the functions here.
 
 Every criterion ranks the currently kept *units* of one tensor and prunes the lowest.
 A unit is one weight (`block=1`, as in the paper) or a 1x4 block along axis -2, the input
@@ -17,30 +17,17 @@ import math
 
 import numpy as np
 
-SCORE_CRITERIA: tuple[str, ...] = (
-    "large_final",
-    "small_final",
-    "large_init",
-    "small_init",
-    "magnitude_increase",
-    "movement",
-    "random",
-    "large_final_same_sign",
-    "large_final_diff_sign",
-    "magnitude_increase_same_sign",
-    "magnitude_increase_diff_sign",
-    "snip",
-    "grad",
-)
-QUADRANT_CRITERIA: tuple[str, ...] = ("large_init_large_final", "small_init_small_final")
-CRITERIA: tuple[str, ...] = SCORE_CRITERIA[:4] + QUADRANT_CRITERIA + SCORE_CRITERIA[4:]
+from tf_lth import choices
+
+# The registries live in `tf_lth.choices`; these names stay here for callers of this module.
+SCORE_CRITERIA: tuple[str, ...] = choices.SCORE_CRITERIA
+QUADRANT_CRITERIA: tuple[str, ...] = choices.QUADRANT_CRITERIA
+CRITERIA: tuple[str, ...] = choices.CRITERIA
 # These need the loss gradient at initialization (`grad_init`).
-GRADIENT_CRITERIA: tuple[str, ...] = ("snip", "grad")
+GRADIENT_CRITERIA: tuple[str, ...] = choices.GRADIENT_CRITERIA
 # These read w_init (the weights a round starts from); the others need w_final only.
-INIT_CRITERIA: tuple[str, ...] = tuple(
-    name for name in CRITERIA if name not in ("large_final", "small_final", "random", "grad")
-)
-BLOCK_SIZES: tuple[int, ...] = (1, 4)
+INIT_CRITERIA: tuple[str, ...] = choices.INIT_CRITERIA
+BLOCK_SIZES: tuple[int, ...] = choices.BLOCK_SIZES
 
 # Rates are short decimals (0.1, 0.15, 0.2), so `rate * kept` is exact up to float error
 # far below this; the tolerance keeps 0.2 * 235200 from flooring to 47039.
@@ -63,7 +50,8 @@ def _check_shape(name: str, array: np.ndarray, shape: tuple[int, ...]) -> None:
         )
 
 
-def _check_fraction(name: str, value: float) -> None:
+def check_fraction(name: str, value: float) -> None:
+    """ValueError naming `name` unless 0 <= value < 1 (a prune fraction or rate)."""
     if not 0.0 <= value < 1.0:
         raise ValueError(f"{name} must be in [0, 1). Received: {name}={value!r}")
 
@@ -176,10 +164,11 @@ def is_block_structured(mask: np.ndarray, block: int) -> bool:
 
 
 def num_to_prune(kept: int, fraction: float) -> int:
-    """Weights one round prunes from `kept`: floor(fraction x kept) (docs/semantics.md, "Pruning schedule")."""
+    """Weights one round prunes from `kept`: floor(fraction x kept) (docs/semantics.md,
+    "Pruning schedule")."""
     if kept < 0:
         raise ValueError(f"kept must be >= 0. Received: kept={kept!r}")
-    _check_fraction("fraction", fraction)
+    check_fraction("fraction", fraction)
     return int(math.floor(fraction * kept + _FLOOR_TOLERANCE))
 
 
@@ -194,7 +183,7 @@ def kept_count(size: int, rate: float, rounds: int) -> int:
         raise ValueError(f"size must be >= 0. Received: size={size!r}")
     if rounds < 0:
         raise ValueError(f"rounds must be >= 0. Received: rounds={rounds!r}")
-    _check_fraction("rate", rate)
+    check_fraction("rate", rate)
     kept = int(size)
     for _ in range(int(rounds)):
         kept -= num_to_prune(kept, rate)
@@ -370,7 +359,7 @@ def _prepare(mask, fraction, num_prune, block, shape):
     """Checks the mask and target; returns (mask, unit sizes, candidate units, target)."""
     mask = np.asarray(mask, dtype=np.float32)
     _check_mask("mask", mask, shape)
-    _check_fraction("fraction", fraction)
+    check_fraction("fraction", fraction)
     _check_block(block, len(shape))
     sizes = block_sum(mask.astype(np.int64), block).ravel()
     kept = int(sizes.sum())
@@ -474,7 +463,8 @@ def one_shot_mask(
 ) -> np.ndarray:
     """A dense tensor pruned in one shot to the level of `rounds` rounds at `rate`.
 
-    Used for untrained supermasks and one-shot lottery runs (docs/semantics.md).
+    The same mask as `tf_lth.rounds.next_round(..., one_shot=True)` from a dense mask with
+    the same `rng` (docs/semantics.md, "Pruning schedule").
     """
     w_init = np.asarray(w_init)
     target = w_init.size - kept_count(w_init.size, rate, rounds)
@@ -528,7 +518,7 @@ def global_masks(
     if not names:
         return {}
     rng = np.random.default_rng(0) if rng is None else rng
-    _check_fraction("fraction", fraction)
+    check_fraction("fraction", fraction)
     shapes, prepared, unit_sizes = {}, {}, []
     for name in names:
         wi = np.asarray(w_init[name], dtype=np.float64)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import keras
 
+from tf_lth import choices
 from tf_lth.layers import (
     MaskedConv1D,
     MaskedConv2D,
@@ -21,7 +22,7 @@ from tf_lth.layers import (
 _CONV_KINDS = (MaskedConv1D, MaskedConv2D, MaskedConv3D, MaskedDepthwiseConv2D,
                MaskedSeparableConv2D)
 
-ARCHS = ("fc", "conv2", "conv4", "conv6")
+ARCHS = choices.ARCHS
 
 # (conv filters per block, dense units before the output layer)
 _CONV_ARCHS = {
@@ -191,23 +192,25 @@ def check_compatible(config, data) -> None:
 
 
 def model_state(model) -> dict:
-    """Every variable of the model by path, as NumPy arrays (a sync point)."""
-    import numpy as np
+    """Every variable of the model (masks, frozen values and seed states too) by path, as
+    NumPy arrays: what a run directory's `.npz` files hold (a sync point).
 
-    return {variable.path: np.array(variable) for variable in model.variables}
+    The same snapshot as `tf_lth.ticket.weights_state`, over all variables rather than
+    the weights (`tf_lth.ticket.state_of`).
+    """
+    from tf_lth.ticket import state_of
+
+    return state_of(model.variables)
 
 
 def set_model_state(model, state: dict, source: str = "state") -> None:
-    """Assigns every variable from `state` (by path); CorruptFileError names what is wrong."""
-    from tf_lth.run_files import CorruptFileError
+    """Assigns every variable from `state` (by path; keys of no variable are ignored).
 
-    for variable in model.variables:
-        if variable.path not in state:
-            raise CorruptFileError(f"{source}: missing variable {variable.path}")
-        value = state[variable.path]
-        if tuple(value.shape) != tuple(variable.shape):
-            raise CorruptFileError(
-                f"{source}: variable {variable.path} has shape {value.shape}, "
-                f"expected {tuple(variable.shape)}"
-            )
-        variable.assign(value)
+    Raises CorruptFileError naming `source` when a variable is missing or a shape differs;
+    nothing is assigned then (`tf_lth.ticket.assign_state`).
+    """
+    from tf_lth.run_files import CorruptFileError
+    from tf_lth.ticket import assign_state
+
+    assign_state(model.variables, state, source=source, error=CorruptFileError,
+                 allow_unknown=True)

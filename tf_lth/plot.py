@@ -19,6 +19,7 @@ import io
 import os
 import sys
 
+from tf_lth import config as config_lib
 from tf_lth import run_files
 
 # Weights-remaining ticks, in percent: plain numbers at 1-2-5 steps.
@@ -156,6 +157,13 @@ def bars_figure(items: list, path: str, title: str) -> str | None:
 
 
 # ---- the CLI: runs from their results.json ------------------------------------------------
+def _non_default(config: dict, name: str):
+    """`config[name]` where it differs from the setting's declared default, else None (a
+    results.json older than the setting has no entry: the run had the default)."""
+    value = config.get(name, config_lib.default(name))
+    return None if value == config_lib.default(name) else value
+
+
 def run_label(results: dict) -> str:
     config = results.get("config", {})
     experiment = config.get("experiment", "?")
@@ -164,11 +172,11 @@ def run_label(results: dict) -> str:
     if experiment == "learned_supermask":
         return f"learned supermask ({config.get('supermask_weights')})"
     label = config.get("criterion", "?")
-    if config.get("mask_one_action", "none") != "none":
+    if _non_default(config, "mask_one_action"):
         label += f", mask-1 {config['mask_one_action']}"
-    if config.get("mask_zero_action", "zero") != "zero":
+    if _non_default(config, "mask_zero_action"):
         label += f", mask-0 {config['mask_zero_action']}"
-    if config.get("mask_block", "1x1") != "1x1":
+    if _non_default(config, "mask_block"):
         label += f", {config['mask_block']} blocks"
     if config.get("one_shot"):
         label += ", one-shot"

@@ -66,20 +66,23 @@ def global_magnitude_masks(kernels: list, sparsity, block: int = 1) -> list:
 
 
 def m_by_n_mask(kernel, m: int = 2, n: int = 4):
-    """The m largest |w| of every n consecutive weights along the input axis (axis -2)."""
+    """m zeros in every n consecutive weights along the input axis (axis -2): the n - m
+    largest |w| of each group kept."""
     rank = len(kernel.shape)
     perm = list(range(rank - 2)) + [rank - 1, rank - 2]  # input axis last
     moved = tf.transpose(tf.abs(kernel), perm)
     groups = tf.reshape(moved, tf.concat([tf.shape(moved)[:-1], [moved.shape[-1] // n, n]], 0))
-    _, indices = tf.math.top_k(groups, k=m)
+    _, indices = tf.math.top_k(groups, k=n - m)
     kept = tf.reduce_sum(tf.one_hot(indices, n, dtype=kernel.dtype), axis=-2)
     return tf.transpose(tf.reshape(kept, tf.shape(moved)), perm)
 
 
-def drop_fraction(step, initial: float, end_step: int):
-    """RigL's cosine decay of the fraction updated, as a float32 tensor."""
-    t = tf.minimum(tf.cast(step, tf.float32), float(end_step))
-    return initial / 2.0 * (1.0 + tf.cos(math.pi * t / float(end_step)))
+def drop_fraction(step, initial: float, end_step):
+    """RigL's cosine decay of the fraction updated, as a float32 tensor (`end_step` may be a
+    tensor or a variable)."""
+    end = tf.cast(end_step, tf.float32)
+    t = tf.minimum(tf.cast(step, tf.float32), end)
+    return initial / 2.0 * (1.0 + tf.cos(math.pi * t / end))
 
 
 def drop_and_grow(mask, kernel, fraction, grow_scores):

@@ -5,7 +5,7 @@ Pure NumPy (no TensorFlow), one function per idea, read against docs/sparse_trai
   `max(round(size * (1 - sparsity)), 1)` weights, every weight at or above the k-th largest
   magnitude, ties at the threshold kept), per kernel or over several kernels at once, on
   single weights or on blocks along the input axis (magnitudes averaged per block first).
-- `m_by_n_mask`: keep the m largest of every n consecutive weights along the input axis.
+- `m_by_n_mask`: m zeros in every n consecutive weights along the input axis.
 - `erk_densities` / `uniform_densities` / `kept_counts`: the layer densities of dynamic
   sparse training at a target sparsity (Evci et al. 2020, "Rigging the Lottery").
 - `drop_fraction`, `drop_and_grow`: one RigL or SET update of one kernel.
@@ -72,11 +72,12 @@ def global_magnitude_mask(kernels: dict, sparsity: float, block: int = 1) -> dic
 
 
 def m_by_n_mask(weights: np.ndarray, m: int = 2, n: int = 4) -> np.ndarray:
-    """Keeps the `m` largest magnitudes of every `n` consecutive weights along the input axis
-    (axis -2 of a kernel; the lower index first among ties, as tf.math.top_k)."""
+    """tfmot's `sparsity_m_by_n=(m, n)`: `m` zeros in every `n` consecutive weights along
+    the input axis (axis -2 of a kernel), i.e. the `n - m` largest magnitudes kept (the
+    lower index first among ties, as tf.math.top_k)."""
     weights = np.asarray(weights, np.float32)
-    if not 0 < m <= n:
-        raise ValueError(f"sparsity_m_by_n must be (m, n) with 0 < m <= n. Received: ({m}, {n})")
+    if not 0 < m < n:
+        raise ValueError(f"sparsity_m_by_n must be (m, n) with 0 < m < n. Received: ({m}, {n})")
     if weights.ndim < 2 or weights.shape[-2] % n:
         raise ValueError(f"sparsity_m_by_n=({m}, {n}) needs a kernel whose input axis is a "
                          f"multiple of {n}. Received shape {weights.shape}")
@@ -84,7 +85,7 @@ def m_by_n_mask(weights: np.ndarray, m: int = 2, n: int = 4) -> np.ndarray:
     groups = moved.reshape(moved.shape[:-1] + (moved.shape[-1] // n, n))
     order = np.argsort(-groups, axis=-1, kind="stable")
     kept = np.zeros_like(groups)
-    np.put_along_axis(kept, order[..., :m], 1.0, axis=-1)
+    np.put_along_axis(kept, order[..., :n - m], 1.0, axis=-1)
     return np.moveaxis(kept.reshape(moved.shape), -1, -2).astype(np.float32)
 
 

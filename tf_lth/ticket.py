@@ -2,14 +2,14 @@
 
 Core layer of tf_lth (docs/architecture.md). `find_ticket` runs the rounds of
 `python -m tf_lth.train --experiment=lottery` around a `train_fn` of yours (usually one
-`model.fit`): it computes masks with `tf_lth.masks` and the next round's values with
-`tf_lth.actions.next_round_values`, in the same order and with the same random streams as
-the CLI, so the same seed, batches and schedule give the same masks (docs/semantics.md,
-"One round, two drivers").
+`model.fit`): each round's masks and values come from the one round engine,
+`tf_lth.rounds.next_round`, with the command line's random streams, so the same seed,
+batches and schedule give the same masks (docs/semantics.md, "One round engine").
 
 State helpers keep masks and weights apart: `weights_state` / `rewind` cover kernels,
 biases, BatchNorm statistics and every other weight, never masks or frozen values;
-`get_masks` / `set_masks` cover masks only.
+`get_masks` / `set_masks` cover masks only. `state_of` / `assign_state` are the one
+snapshot both these and the run files' `tf_lth.models.model_state` use.
 """
 
 from __future__ import annotations
@@ -21,22 +21,61 @@ import logging
 import keras
 import numpy as np
 
-from tf_lth import actions, masks
+from tf_lth import actions, choices, masks
+from tf_lth import rounds as engine
+from tf_lth.keras_compat import learning_rate_variable
 from tf_lth.wrap import kernel_slots
 
 LOG = logging.getLogger("tf_lth")
-SCOPES = ("layer", "global")
+SCOPES = choices.PRUNE_SCOPES
 
 
 # ---- state -----------------------------------------------------------------------------
-def _weight_items(model) -> list:
-    """(key, variable) for every weight of `model`: its path, made unique with #2, #3..."""
+def state_items(variables) -> list:
+    """(key, variable) for each of `variables`: its path, made unique with #2, #3..."""
     items, counts = [], {}
-    for variable in model.weights:
+    for variable in variables:
         count = counts.get(variable.path, 0) + 1
         counts[variable.path] = count
         items.append((variable.path if count == 1 else f"{variable.path}#{count}", variable))
     return items
+
+
+def state_of(variables) -> dict:
+    """{key: NumPy array} of `variables`, keyed as `state_items` (a sync point).
+
+    The one snapshot of tf_lth: `weights_state` takes it of a model's weights, and
+    `tf_lth.models.model_state` of all its variables (the run files' `.npz`).
+    """
+    return {key: np.array(variable.numpy()) for key, variable in state_items(variables)}
+
+
+def assign_state(variables, state: dict, source: str = "state", error=ValueError,
+                 allow_unknown: bool = False, hint: str = "") -> None:
+    """Sets `variables` from `state` (a `state_of` them): every name and shape is checked
+    before anything is assigned, so a bad state changes nothing.
+
+    Raises `error` naming `source` when a variable is missing from `state`, a shape
+    differs, or (unless `allow_unknown`) `state` holds keys of no variable.
+    """
+    if not isinstance(state, dict):
+        raise error(f"{source} must be a dict of arrays{hint}. Received: {type(state).__name__}")
+    items = state_items(variables)
+    keys = {key for key, _ in items}
+    missing = sorted(keys - set(state))
+    extra = [] if allow_unknown else sorted(set(state) - keys)
+    if missing or extra:
+        raise error(
+            f"{source} does not match this model's weights{hint}. Missing: "
+            f"{missing[:5]}{'...' if len(missing) > 5 else ''}; unknown: "
+            f"{extra[:5]}{'...' if len(extra) > 5 else ''}")
+    for key, variable in items:
+        value = np.asarray(state[key])
+        if tuple(value.shape) != tuple(variable.shape):
+            raise error(f"{source}: {key} has shape {value.shape}; the model's variable has "
+                        f"{tuple(variable.shape)}.")
+    for key, variable in items:
+        variable.assign(state[key])
 
 
 def weights_state(model) -> dict:
@@ -45,7 +84,7 @@ def weights_state(model) -> dict:
     Kernels, biases, supermask logits, BatchNorm gamma/beta and moving statistics are in;
     masks, frozen values and random-seed states are not. `rewind(model, state)` restores it.
     """
-    return {key: np.array(variable.numpy()) for key, variable in _weight_items(model)}
+    return state_of(model.weights)
 
 
 def rewind(model, state: dict, reset_optimizer: bool = False) -> None:
@@ -58,38 +97,21 @@ def rewind(model, state: dict, reset_optimizer: bool = False) -> None:
     Raises:
         ValueError: `state` is not a weights state of this model (names or shapes differ).
     """
-    if not isinstance(state, dict):
-        raise ValueError(
-            f"state must be a dict from tf_lth.weights_state(model). Received: {type(state).__name__}"
-        )
-    items = _weight_items(model)
-    keys = {key for key, _ in items}
-    missing = sorted(keys - set(state))
-    extra = sorted(set(state) - keys)
-    if missing or extra:
-        raise ValueError(
-            "state does not match this model's weights (is it from tf_lth.weights_state of "
-            f"this model?). Missing: {missing[:5]}{'...' if len(missing) > 5 else ''}; "
-            f"unknown: {extra[:5]}{'...' if len(extra) > 5 else ''}"
-        )
-    for key, variable in items:
-        value = np.asarray(state[key])
-        if tuple(value.shape) != tuple(variable.shape):
-            raise ValueError(
-                f"state[{key!r}] has shape {value.shape}; the model's variable has "
-                f"{tuple(variable.shape)}."
-            )
-    for key, variable in items:
-        variable.assign(state[key])
+    assign_state(model.weights, state,
+                 hint=" (is it from tf_lth.weights_state of this model?)")
     if reset_optimizer:
         reset_optimizer_state(getattr(model, "optimizer", None))
 
 
 def reset_optimizer_state(optimizer) -> None:
-    """Zeroes an optimizer's moments and iteration count; keeps its learning rate."""
+    """Zeroes an optimizer's moments and iteration count; keeps its learning rate.
+
+    A learning-rate schedule restarts (its step count is zeroed); the one optimizer reset
+    of tf_lth, also behind the command line's `Trainer.reset_optimizer`.
+    """
     if optimizer is None or not getattr(optimizer, "built", False):
         return
-    learning_rate = getattr(optimizer, "_learning_rate", None)
+    learning_rate = learning_rate_variable(optimizer)
     for variable in optimizer.variables:
         if variable is learning_rate or "learning_rate" in variable.path:
             continue
@@ -99,6 +121,11 @@ def reset_optimizer_state(optimizer) -> None:
 def get_masks(model) -> dict:
     """{kernel key: 0/1 NumPy mask} of every masked kernel (keys as `tf_lth.summary`)."""
     return {slot.key: np.array(slot.mask.numpy()) for slot in kernel_slots(model)}
+
+
+def get_frozen(model) -> dict:
+    """{kernel key: NumPy frozen values} of every masked kernel."""
+    return {slot.key: np.array(slot.frozen.numpy()) for slot in kernel_slots(model)}
 
 
 def set_masks(model, new_masks: dict) -> None:
@@ -122,12 +149,35 @@ def set_masks(model, new_masks: dict) -> None:
         slots[key].mask.assign(value)
 
 
+def assign_round(model, results: dict) -> None:
+    """Assigns a round's `{kernel key: (mask, start, frozen)}` (`tf_lth.rounds`) to the
+    kernels, masks and frozen values of `model`."""
+    slots = {slot.key: slot for slot in kernel_slots(model)}
+    for key, (mask, start, frozen) in results.items():
+        slots[key].kernel.assign(np.asarray(start, np.float32))
+        slots[key].mask.assign(np.asarray(mask, np.float32))
+        slots[key].frozen.assign(np.asarray(frozen, np.float32))
+
+
 def weights_remaining(model) -> tuple:
     """(fraction of masked kernel weights kept, {kernel key: fraction kept})."""
-    current = get_masks(model)
-    kept = sum(float(mask.sum()) for mask in current.values())
-    size = sum(mask.size for mask in current.values())
-    return (kept / size if size else 1.0), {key: float(mask.mean()) for key, mask in current.items()}
+    return engine.weights_remaining(get_masks(model))
+
+
+def kernel_values(model, state: dict, variables=None, what: str = "state",
+                  error=ValueError) -> dict:
+    """{kernel key: array} of every masked kernel in `state`, a `state_of(variables)`
+    (default: `weights_state(model)`, so `variables` is `model.weights`)."""
+    variables = model.weights if variables is None else variables
+    ids = {id(variable): key for key, variable in state_items(variables)}
+    kernels = {}
+    for slot in kernel_slots(model):
+        key = ids.get(id(slot.kernel), slot.kernel.path)
+        if key not in state:
+            raise error(f"{what} has no {key!r} (the kernel of {slot.key}); pass a state "
+                        "taken from this model.")
+        kernels[slot.key] = np.asarray(state[key])
+    return kernels
 
 
 # ---- pruning ---------------------------------------------------------------------------
@@ -141,105 +191,66 @@ def _block(block) -> int:
 def _rates(slots, fraction) -> dict:
     """{kernel key: rate} for the kernels pruned; a dict names layers or kernel keys."""
     if not isinstance(fraction, dict):
-        return {slot.key: float(fraction) for slot in slots}
-    allowed = {slot.key for slot in slots} | {slot.layer.name for slot in slots}
-    unknown = sorted(set(fraction) - allowed)
-    if unknown:
-        raise ValueError(
-            f"Rates name unknown layers {unknown}. Allowed: {', '.join(sorted(allowed))}."
-        )
-    rates = {}
-    for slot in slots:
-        if slot.key in fraction:
-            rates[slot.key] = float(fraction[slot.key])
-        elif slot.layer.name in fraction:
-            rates[slot.key] = float(fraction[slot.layer.name])
+        rates = {slot.key: float(fraction) for slot in slots}
+    else:
+        allowed = {slot.key for slot in slots} | {slot.layer.name for slot in slots}
+        unknown = sorted(set(fraction) - allowed)
+        if unknown:
+            raise ValueError(
+                f"Rates name unknown layers {unknown}. Allowed: {', '.join(sorted(allowed))}."
+            )
+        rates = {}
+        for slot in slots:
+            if slot.key in fraction:
+                rates[slot.key] = float(fraction[slot.key])
+            elif slot.layer.name in fraction:
+                rates[slot.key] = float(fraction[slot.layer.name])
+    for key, value in rates.items():
+        masks.check_fraction(f"rate for {key}", value)
     return rates
 
 
-def _kernels_from_state(slots, state: dict, model, what: str) -> dict:
-    ids = {id(variable): key for key, variable in _weight_items(model)}
-    kernels = {}
-    for slot in slots:
-        key = ids[id(slot.kernel)]
-        if key not in state:
-            raise ValueError(
-                f"{what} has no {key!r}; pass tf_lth.weights_state(model) taken from this model."
-            )
-        kernels[slot.key] = np.asarray(state[key])
-    return kernels
+def kernel_gradients(model, data, loss=None, kernel_masks: dict | None = None) -> dict:
+    """{kernel key: d loss / d raw kernel} at the current weights: the `g_i` of snip and grad.
 
-
-def kernel_gradients(model, data, loss=None) -> dict:
-    """{kernel key: d loss / d raw kernel} at the current weights and masks.
-
-    `data` is `(x, y)`; `loss(y_true, y_pred)` defaults to the compiled loss.
+    `data` is `(x, y)`; `loss(y_true, y_pred)` (mean over the batch) defaults to the
+    compiled loss. The masks `kernel_masks` (default: the model's own) are applied and
+    pruned weights are 0 (docs/semantics.md, "Mask criteria"); the model's masks and frozen
+    values are as before afterwards. The one gradient of tf_lth: the command line's
+    lottery rounds and untrained sweep call it too.
     """
     import tensorflow as tf
 
     x, y = data
     slots = kernel_slots(model)
-    with tf.GradientTape() as tape:
-        predictions = model(x, training=False)
-        if loss is not None:
-            value = tf.reduce_mean(loss(y, predictions))
-        elif getattr(model, "compiled", False) or getattr(model, "loss", None) is not None:
-            value = model.compute_loss(x=x, y=y, y_pred=predictions, training=False)
-        else:
-            raise ValueError(
-                "The gradient criteria (snip, grad) need a loss: compile the model or pass "
-                "loss=."
-            )
-    gradients = tape.gradient(value, [slot.kernel for slot in slots])
+    saved = [(np.array(slot.mask.numpy()), np.array(slot.frozen.numpy())) for slot in slots]
+    try:
+        for slot in slots:
+            if kernel_masks is not None:
+                slot.mask.assign(np.asarray(kernel_masks[slot.key], np.float32))
+            slot.frozen.assign(np.zeros(slot.frozen.shape, np.float32))
+        with tf.GradientTape() as tape:
+            predictions = model(x, training=False)
+            if loss is not None:
+                value = tf.reduce_mean(loss(y, predictions))
+            elif getattr(model, "compiled", False) or getattr(model, "loss", None) is not None:
+                value = model.compute_loss(x=x, y=y, y_pred=predictions, training=False)
+            else:
+                raise ValueError(
+                    "The gradient criteria (snip, grad) need a loss: compile the model or "
+                    "pass loss=."
+                )
+        gradients = tape.gradient(value, [slot.kernel for slot in slots])
+    finally:
+        for slot, (mask, frozen) in zip(slots, saved):
+            slot.mask.assign(mask)
+            slot.frozen.assign(frozen)
     return {slot.key: np.zeros(slot.kernel.shape, np.float32) if grad is None
             else np.array(grad) for slot, grad in zip(slots, gradients)}
 
 
 def _check_scope(scope: str) -> None:
-    if scope not in SCOPES:
-        raise ValueError(f"Unknown scope {scope!r}. Allowed: layer, global. Received: scope={scope!r}")
-
-
-def _new_masks_and_values(slots, rates, criterion, w_init, w_final, rng, scope, block,
-                          grad_init, one_shot_rounds, mask_one_action, mask_zero_action,
-                          level=None):
-    """Masks (and the actions' next values) in the CLI's order of random draws.
-
-    Per-layer: for each kernel, its mask then its actions. Global: every mask first, then
-    each kernel's actions. `trainers/lottery.py` `_prune_round` draws in the same order.
-    """
-    results = {}
-    if scope == "global":
-        prev = {key: np.array(slot.mask.numpy()) for key, slot in slots.items() if key in rates}
-        if level is None:  # one prune: the per-kernel counts, summed
-            num_prune = sum(masks.scheduled_prune_count(prev[key], rates[key]) for key in prev)
-        else:  # a round of a schedule: the total the per-layer schedule keeps at `level`
-            num_prune = masks.global_prune_count(prev, rates, level)
-        new = masks.global_masks(criterion, {k: w_init[k] for k in prev},
-                                 {k: w_final[k] for k in prev}, prev, 0.0, rng=rng,
-                                 grad_init=grad_init, num_prune=num_prune, block=block)
-    for key, slot in slots.items():
-        prev_mask = np.array(slot.mask.numpy())
-        if scope == "global":
-            new_mask = new.get(key, prev_mask)
-        else:  # kernels without a rate go through with rate 0, as every CLI layer does
-            rate = rates.get(key, 0.0)
-            kwargs = dict(rng=rng, block=block,
-                          grad_init=None if grad_init is None else grad_init[key])
-            if one_shot_rounds is not None:
-                kwargs["num_prune"] = masks.scheduled_prune_count(prev_mask, rate,
-                                                                  one_shot_rounds)
-            new_mask = masks.compute_mask(criterion, w_init[key], w_final[key], prev_mask,
-                                          rate, **kwargs)
-        if mask_one_action is None:
-            results[key] = (new_mask, None, None)
-            continue
-        start, frozen = actions.next_round_values(
-            mask_one_action, mask_zero_action, w_init[key], w_final[key], new_mask,
-            prev_mask, np.array(slot.frozen.numpy()), rng,
-        )
-        results[key] = (new_mask, start, frozen)
-    return results
+    masks.check_choice("scope", scope, SCOPES, "scope")
 
 
 def prune(
@@ -259,6 +270,8 @@ def prune(
 
     Only kept weights are candidates and pruned weights stay pruned. Weights and frozen
     values are not changed; `find_ticket` adds the rewind and the mask-1/mask-0 actions.
+    The masks are those of `tf_lth.rounds.next_round` (docs/semantics.md, "One round
+    engine"), with its order of random draws.
 
     Args:
         model: A model masked by `tf_lth.masked` (or built by `tf_lth.models.build`).
@@ -282,34 +295,35 @@ def prune(
     _check_scope(scope)
     masks.check_choice("criterion", criterion, masks.CRITERIA, "criterion")
     block = _block(block)
-    slots = {slot.key: slot for slot in kernel_slots(model)}
+    slots = kernel_slots(model)
     if not slots:
         raise ValueError(f"Model '{model.name}' has no masked layers; call tf_lth.masked first.")
-    rates = _rates(list(slots.values()), fraction)
-    for key, value in rates.items():
-        masks._check_fraction(f"fraction for {key}", value)
-    w_final = {key: np.array(slot.kernel.numpy()) for key, slot in slots.items()}
+    rates = _rates(slots, fraction)
+    w_final = {slot.key: np.array(slot.kernel.numpy()) for slot in slots}
     if criterion in masks.INIT_CRITERIA:
         if reference is None:
             raise ValueError(
                 f"Criterion {criterion!r} needs reference=tf_lth.weights_state(model) taken "
                 "before training (its w_init)."
             )
-        w_init = _kernels_from_state(list(slots.values()), reference, model, "reference")
+        w_init = kernel_values(model, reference, what="reference")
     else:
         w_init = w_final
     grad_init = None
     if criterion in masks.GRADIENT_CRITERIA:
         grad_init = gradients or _gradients_at(model, reference, data, loss)
+    arrays = engine.RoundArrays(masks=get_masks(model), frozen=get_frozen(model),
+                                w_init=w_init, w_final=w_final, gradients=grad_init)
     rng = np.random.default_rng(seed) if rng is None else rng
-    results = _new_masks_and_values(slots, rates, criterion, w_init, w_final, rng, scope,
-                                    block, grad_init, None, None, None)
-    new_masks = {key: value[0] for key, value in results.items()}
+    results = engine.next_round(arrays, rates, criterion, rng, scope=scope, block=block,
+                                values=False)
+    new_masks = {key: mask for key, (mask, _, _) in results.items()}
     set_masks(model, new_masks)
     return new_masks
 
 
 def _gradients_at(model, state, data, loss) -> dict:
+    """`kernel_gradients` at the weights `state` (a `weights_state`; None: the current)."""
     if data is None:
         raise ValueError("snip and grad need gradients= or data=(x, y) to compute them.")
     if state is None:
@@ -368,9 +382,7 @@ class Ticket:
 
     @property
     def weights_remaining(self) -> float:
-        kept = sum(float(mask.sum()) for mask in self.masks.values())
-        size = sum(mask.size for mask in self.masks.values())
-        return kept / size if size else 1.0
+        return engine.weights_remaining(self.masks)[0]
 
     def reset(self, model=None):
         """Puts the ticket (masks, frozen values, start weights) into `model`; returns it."""
@@ -457,58 +469,17 @@ def find_ticket(
     Returns:
         A `Ticket`: the model, masks, frozen values, start state and one record per round.
     """
-    _check_scope(scope)
-    masks.check_choice("criterion", criterion, masks.CRITERIA, "criterion")
-    masks.check_choice("mask_one_action", mask_one_action, actions.MASK_ONE_ACTIONS,
-                       "mask-1 action")
-    masks.check_choice("mask_zero_action", mask_zero_action, actions.MASK_ZERO_ACTIONS,
-                       "mask-0 action")
+    _check_ticket_choices(scope, criterion, mask_one_action, mask_zero_action, rounds)
     block = _block(block)
-    if int(rounds) < 0:
-        raise ValueError(f"rounds must be >= 0. Received: rounds={rounds!r}")
-    slots = {slot.key: slot for slot in kernel_slots(model)}
-    if not slots:
-        raise ValueError(f"Model '{model.name}' has no masked layers; call tf_lth.masked first.")
-    if any(slot.mask_logits is not None for slot in slots.values()):
-        raise ValueError("find_ticket prunes fixed masks; this model has supermask layers.")
-    if mask_zero_action != "zero" and not all(slot.layer.frozen_values for slot in slots.values()):
-        raise ValueError(
-            f"mask_zero_action={mask_zero_action!r} needs layers with frozen_values=True."
-        )
-    rates = _rates(list(slots.values()), rate)
-    for key, value in rates.items():
-        masks._check_fraction(f"rate for {key}", value)
+    rates = _rates(_ticket_slots(model, mask_zero_action), rate)
     arguments = _train_arguments(train_fn)
-    snapshot = rewind_to if isinstance(rewind_to, RewindSnapshot) else None
-    if snapshot is None and int(rewind_to) > 0:
-        if "callbacks" not in arguments:
-            raise ValueError(
-                "rewind_to > 0 needs train_fn(model, callbacks) to pass callbacks to fit (or "
-                "pass a RewindSnapshot you add to fit yourself as rewind_to)."
-            )
-        snapshot = RewindSnapshot(int(rewind_to))
-    if snapshot is not None:
-        snapshot.reset()
+    snapshot = _rewind_snapshot(rewind_to, arguments)
+    own_snapshot = snapshot is not None and not isinstance(rewind_to, RewindSnapshot)
 
     def train(round_index):
-        kwargs = {}
-        if "callbacks" in arguments:
-            kwargs["callbacks"] = [snapshot] if (snapshot is not None and round_index == 0
-                                                 and not isinstance(rewind_to, RewindSnapshot)) else []
-        if "round_index" in arguments:
-            kwargs["round_index"] = round_index
-        reset_optimizer_state(getattr(model, "optimizer", None))
-        result = train_fn(model, **kwargs)
-        fraction, per_kernel = weights_remaining(model)
-        record = {"round": round_index, "weights_remaining": fraction, "kernels": per_kernel,
-                  "train": _summarise(result)}
-        if evaluate_fn is not None:
-            record["evaluation"] = _summarise(evaluate_fn(model))
-        if verbose:
-            print(f"tf_lth.find_ticket: round {round_index}: {100 * fraction:.2f}% of weights "
-                  f"remaining" + (f", evaluation {record['evaluation']}"
-                                  if "evaluation" in record else ""))
-        return record
+        callbacks = [snapshot] if own_snapshot and round_index == 0 else []
+        return _train_round(model, train_fn, arguments, round_index, callbacks, evaluate_fn,
+                            verbose)
 
     initial = weights_state(model)
     start_state = initial
@@ -519,26 +490,90 @@ def find_ticket(
             f"{snapshot.steps_seen} steps (does train_fn pass callbacks to fit?)."
         )
     reset_state = snapshot.state if snapshot is not None else initial
-    pruned_rounds = [1] if one_shot and rounds else list(range(1, int(rounds) + 1))
-    for round_index in pruned_rounds:
-        w_final = {key: np.array(slot.kernel.numpy()) for key, slot in slots.items()}
-        w_init = _kernels_from_state(list(slots.values()), reset_state, model, "rewind state")
-        grad_init = None
-        if criterion in masks.GRADIENT_CRITERIA:
-            grad_init = _gradients_at(model, reset_state, gradient_data, loss)
-        rng = np.random.default_rng([int(seed), round_index, 1])
+    for round_index in [1] if one_shot and rounds else list(range(1, int(rounds) + 1)):
+        arrays = _round_arrays(model, reset_state, criterion, gradient_data, loss)
         rewind(model, reset_state)
-        results = _new_masks_and_values(
-            slots, rates, criterion, w_init, w_final, rng, scope, block, grad_init,
-            int(rounds) if one_shot else None, mask_one_action, mask_zero_action,
-            level=int(rounds) if one_shot else round_index)
-        for key, (new_mask, start, frozen) in results.items():
-            slot = slots[key]
-            slot.kernel.assign(start.astype(np.float32))
-            slot.mask.assign(new_mask.astype(np.float32))
-            slot.frozen.assign(frozen.astype(np.float32))
+        results = engine.next_round(
+            arrays, rates, criterion, engine.round_rng(seed, round_index),
+            mask_one_action=mask_one_action, mask_zero_action=mask_zero_action, scope=scope,
+            block=block, level=int(rounds) if one_shot else round_index, one_shot=one_shot)
+        assign_round(model, results)
         start_state = weights_state(model)
         records.append(train(round_index))
-    return Ticket(model=model, masks=get_masks(model),
-                  frozen={key: np.array(slot.frozen.numpy()) for key, slot in slots.items()},
+    return Ticket(model=model, masks=get_masks(model), frozen=get_frozen(model),
                   start_state=start_state, records=records)
+
+
+def _check_ticket_choices(scope, criterion, mask_one_action, mask_zero_action,
+                          rounds) -> None:
+    _check_scope(scope)
+    masks.check_choice("criterion", criterion, masks.CRITERIA, "criterion")
+    masks.check_choice("mask_one_action", mask_one_action, actions.MASK_ONE_ACTIONS,
+                       "mask-1 action")
+    masks.check_choice("mask_zero_action", mask_zero_action, actions.MASK_ZERO_ACTIONS,
+                       "mask-0 action")
+    if int(rounds) < 0:
+        raise ValueError(f"rounds must be >= 0. Received: rounds={rounds!r}")
+
+
+def _ticket_slots(model, mask_zero_action: str) -> list:
+    """The kernel slots of a model `find_ticket` can prune; ValueError otherwise."""
+    slots = kernel_slots(model)
+    if not slots:
+        raise ValueError(f"Model '{model.name}' has no masked layers; call tf_lth.masked first.")
+    if any(slot.mask_logits is not None for slot in slots):
+        raise ValueError("find_ticket prunes fixed masks; this model has supermask layers.")
+    if mask_zero_action != "zero" and not all(slot.layer.frozen_values for slot in slots):
+        raise ValueError(
+            f"mask_zero_action={mask_zero_action!r} needs layers with frozen_values=True."
+        )
+    return slots
+
+
+def _rewind_snapshot(rewind_to, arguments: set):
+    """The RewindSnapshot of `rewind_to` (reset), or None to rewind to the start."""
+    snapshot = rewind_to if isinstance(rewind_to, RewindSnapshot) else None
+    if snapshot is None and int(rewind_to) > 0:
+        if "callbacks" not in arguments:
+            raise ValueError(
+                "rewind_to > 0 needs train_fn(model, callbacks) to pass callbacks to fit (or "
+                "pass a RewindSnapshot you add to fit yourself as rewind_to)."
+            )
+        snapshot = RewindSnapshot(int(rewind_to))
+    if snapshot is not None:
+        snapshot.reset()
+    return snapshot
+
+
+def _train_round(model, train_fn, arguments, round_index, callbacks, evaluate_fn,
+                 verbose) -> dict:
+    """Runs `train_fn` for one round (optimizer state zeroed first); the round's record."""
+    kwargs = {}
+    if "callbacks" in arguments:
+        kwargs["callbacks"] = callbacks
+    if "round_index" in arguments:
+        kwargs["round_index"] = round_index
+    reset_optimizer_state(getattr(model, "optimizer", None))
+    result = train_fn(model, **kwargs)
+    fraction, per_kernel = weights_remaining(model)
+    record = {"round": round_index, "weights_remaining": fraction, "kernels": per_kernel,
+              "train": _summarise(result)}
+    if evaluate_fn is not None:
+        record["evaluation"] = _summarise(evaluate_fn(model))
+    if verbose:
+        print(f"tf_lth.find_ticket: round {round_index}: {100 * fraction:.2f}% of weights "
+              f"remaining" + (f", evaluation {record['evaluation']}"
+                              if "evaluation" in record else ""))
+    return record
+
+
+def _round_arrays(model, reset_state, criterion, gradient_data, loss) -> engine.RoundArrays:
+    """The engine's inputs from the model just trained and the reset point."""
+    w_final = {slot.key: np.array(slot.kernel.numpy()) for slot in kernel_slots(model)}
+    gradients = None
+    if criterion in masks.GRADIENT_CRITERIA:
+        gradients = _gradients_at(model, reset_state, gradient_data, loss)
+    return engine.RoundArrays(
+        masks=get_masks(model), frozen=get_frozen(model),
+        w_init=kernel_values(model, reset_state, what="rewind state"), w_final=w_final,
+        gradients=gradients)

@@ -22,6 +22,7 @@ from absl import app  # noqa: E402
 from tf_lth import flags as tf_lth_flags  # noqa: E402
 
 tf_lth_flags.define_flags()
+PLOTTED = ("lottery", "untrained_supermask")  # experiments whose run draws its figure
 
 
 def main(argv) -> int:
@@ -72,6 +73,8 @@ def main(argv) -> int:
         if signum:
             raise preemption.Preempted(signum, where="the start of training")
         trainers.run(config, data=data)
+        if chief and config.experiment in PLOTTED:
+            _plot(config)
     except preemption.Preempted as error:
         sys.stderr.write(f"{error}\n")  # the one line: where it stopped, how to go on
         _exit_now(error.exit_code)
@@ -102,6 +105,17 @@ def main(argv) -> int:
         except ConfigError as error:
             tf_lth_flags.fail(str(error))
     return 0
+
+
+def _plot(config) -> None:
+    """The run's figure in `RUN_DIR/plots/`; a plot must never lose a finished run."""
+    try:
+        from tf_lth import plot
+
+        plot.plot_runs([config.run_dir], os.path.join(config.run_dir, "plots",
+                                                        f"{config.experiment}.png"))
+    except Exception as error:
+        print(f"plot skipped: {type(error).__name__}: {error}")
 
 
 def _exit_now(status: int) -> None:

@@ -44,13 +44,13 @@ from absl import flags  # noqa: E402
 
 from tf_lth import flags as tf_lth_flags  # noqa: E402
 from tf_lth import preemption, run_lock  # noqa: E402
+from tf_lth.choices import TUNABLE_EXPERIMENTS as TUNABLE  # noqa: E402
+from tf_lth.choices import TUNERS  # noqa: E402
 
 tf_lth_flags.define_flags()
-TUNERS = ("random", "bayesian", "hyperband")
-TUNABLE = ("dense", "lottery", "learned_supermask")
 OBJECTIVE = "val_accuracy"
 if "tuner" not in flags.FLAGS:
-    flags.DEFINE_string("tuner", "random", "Search algorithm: random, bayesian or hyperband.")
+    flags.DEFINE_string("tuner", "random", f"Search algorithm: {', '.join(TUNERS)}.")
     flags.DEFINE_integer("max_trials", 10, "Trials to run (hyperband: at most this many).")
     flags.DEFINE_integer("hyperband_max_epochs", 4, "Hyperband's largest budget, in units: "
                          "a trial with budget b trains b / hyperband_max_epochs of a round.")
@@ -80,15 +80,7 @@ def search_space(config):
 def flags_text(values: dict, header: str = "") -> str:
     """A train flagfile for `values` (flag name -> value), in `own_flags_text`'s format."""
     lines = [f"# {line}" if line else "#" for line in header.splitlines()]
-    for name in tf_lth_flags._DEFINED:
-        value = values.get(name)
-        if value is None or name in ("resume", "overwrite"):
-            continue
-        if isinstance(value, bool):
-            lines.append(f"--{name}" if value else f"--no{name}")
-        else:
-            lines.append(f"--{name}={value}")
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines + tf_lth_flags.flagfile_lines(values)) + "\n"
 
 
 def trial_values(base: dict, hyperparameters: dict, max_epochs: int) -> dict:
@@ -299,7 +291,7 @@ def main(argv) -> int:
             elif os.path.exists(path):
                 os.unlink(path)
     os.makedirs(run_dir, exist_ok=True)
-    base_values = {name: FLAGS[name].value for name in tf_lth_flags._DEFINED}
+    base_values = tf_lth_flags.values()
     tune_lines = [f"--{name}={FLAGS[name].value}" for name in TUNE_FLAGS]
     if chief:
         run_files.write_text(os.path.join(run_dir, "tune.flags"),

@@ -20,6 +20,8 @@ from typing import NamedTuple
 import keras
 import numpy as np
 
+from tf_lth import choices
+from tf_lth.keras_compat import is_functional, own_variables
 from tf_lth.layers import (
     MASK_OPTION_NAMES,
     MASKED_KINDS,
@@ -30,8 +32,8 @@ from tf_lth.layers import (
 )
 
 LOG = logging.getLogger("tf_lth")
-SUPERMASK_MODES = ("expected", "sample")
-BATCHNORM_MODES = ("freeze", "update")
+SUPERMASK_MODES = choices.SUPERMASK_EXPORTS
+BATCHNORM_MODES = choices.BATCHNORM_MODES
 
 
 class KernelSlot(NamedTuple):
@@ -70,13 +72,9 @@ def _all_layers(model) -> list:
     return walk_layers(model)
 
 
-def _own_weights(layer) -> list:
-    return list(layer._trainable_variables) + list(layer._non_trainable_variables)
-
-
 def _has_kernel(layer) -> bool:
     return any("kernel" in variable.name or variable.name == "embeddings"
-               for variable in _own_weights(layer))
+               for variable in own_variables(layer))
 
 
 def _select(candidates: list, layers) -> list:
@@ -101,9 +99,7 @@ def _select(candidates: list, layers) -> list:
 
 def is_graph_model(model) -> bool:
     """Sequential or functional: a model `keras.models.clone_model` can rebuild."""
-    from keras.src.models.functional import Functional
-
-    return isinstance(model, (Functional, keras.Sequential))
+    return isinstance(model, keras.Sequential) or is_functional(model)
 
 
 def _clone(model):
@@ -162,6 +158,28 @@ def masked(
         UserWarning naming layers that have kernels but are left unmasked (other kinds,
         subclasses of the supported kinds, variables owned by a subclassed model itself).
     """
+    _check_masked_arguments(model, batchnorm, layer_options)
+    if copy:
+        model = _clone(model)
+    leaves = _all_layers(model)
+    chosen, candidates, unbuilt = _choose_layers(model, leaves, layers, supermask)
+    options = dict(layer_options, supermask=bool(supermask))
+    for layer in chosen:
+        if not isinstance(layer, MaskedMixin):
+            mask_layer_in_place(layer, **options)
+    _warn_left_alone(model, leaves, chosen, candidates, unbuilt)
+    if supermask:
+        _freeze_for_supermask(model, leaves, batchnorm)
+        supermask_mode(model, "expected")
+    _reset_compiled(model)
+    slots = kernel_slots(model)
+    LOG.info("tf_lth.masked: %d kernels masked in model '%s': %s", len(slots), model.name,
+             ", ".join(f"{slot.key} {tuple(slot.kernel.shape)}" for slot in slots))
+    return model
+
+
+def _check_masked_arguments(model, batchnorm: str, layer_options: dict) -> None:
+    """Raises ValueError for what `masked` cannot take (see its Raises)."""
     if not isinstance(model, keras.Model):
         raise ValueError(f"masked needs a keras.Model. Received: {type(model).__name__}")
     if batchnorm not in BATCHNORM_MODES:
@@ -178,9 +196,15 @@ def masked(
             "masked(model) needs a built model: give it a keras.Input, or call it once on a "
             "batch (model(x)) before masking."
         )
-    if copy:
-        model = _clone(model)
-    leaves = _all_layers(model)
+
+
+def _choose_layers(model, leaves: list, layers, supermask: bool) -> tuple:
+    """(chosen, candidates, unbuilt): the layers `masked` masks (already masked ones
+    included), the built layers of a supported kind, and those never built.
+
+    Raises ValueError when `layers=` names a never-built layer, when `supermask=True` meets
+    a layer already masked without one, or when nothing would be masked.
+    """
     already = [layer for layer in leaves if isinstance(layer, MaskedMixin)]
     unbuilt = [layer for layer in leaves if type(layer) in MASKED_KINDS and not layer.built]
     candidates = [layer for layer in leaves if type(layer) in MASKED_KINDS and layer.built]
@@ -201,23 +225,25 @@ def masked(
                 f"Layers {fixed} are already masked without a supermask; supermask=True "
                 "needs unmasked layers (mask a fresh model)."
             )
-    to_mask = [layer for layer in chosen if not isinstance(layer, MaskedMixin)]
-    if not to_mask and not [layer for layer in chosen if isinstance(layer, MaskedMixin)]:
+    if not chosen:
         kinds = ", ".join(cls.__name__ for cls in MASKED_KINDS)
         raise ValueError(
             f"Nothing to mask in model '{model.name}': it has no layer of a supported kind "
             f"({kinds}){' selected by layers=' if layers is not None else ''}."
         )
-    options = dict(layer_options, supermask=bool(supermask))
-    for layer in to_mask:
-        mask_layer_in_place(layer, **options)
+    return chosen, candidates, unbuilt
 
+
+def _warn_left_alone(model, leaves: list, chosen: list, candidates: list,
+                     unbuilt: list) -> None:
+    """Warns naming the kernels `masked` left unmasked that the caller did not exclude."""
     chosen_ids = {id(layer) for layer in chosen}
+    candidate_ids = {id(layer) for layer in candidates}
     left_alone = []
     for layer in leaves:
         if isinstance(layer, MaskedMixin) or not _has_kernel(layer):
             continue
-        if id(layer) in {id(item) for item in candidates} and id(layer) not in chosen_ids:
+        if id(layer) in candidate_ids and id(layer) not in chosen_ids:
             continue  # the caller's choice, not a surprise
         reason = (f"a subclass of {type(layer).__mro__[1].__name__}"
                   if any(isinstance(layer, cls) for cls in MASKED_KINDS)
@@ -226,22 +252,14 @@ def masked(
     for layer in unbuilt:
         left_alone.append(f"{layer.name} ({type(layer).__name__}: never built, so it has no "
                           "kernel yet)")
-    own = [v.path for v in _own_weights(model)]
+    own = [v.path for v in own_variables(model)]
     if own:
         left_alone.append(f"variables of the model itself: {', '.join(own)}")
     if left_alone:
         warnings.warn(
             "tf_lth.masked left these kernels unmasked: " + "; ".join(left_alone) + ".",
-            UserWarning, stacklevel=2,
+            UserWarning, stacklevel=3,
         )
-    if supermask:
-        _freeze_for_supermask(model, leaves, batchnorm)
-        supermask_mode(model, "expected")
-    _reset_compiled(model)
-    slots = kernel_slots(model)
-    LOG.info("tf_lth.masked: %d kernels masked in model '%s': %s", len(slots), model.name,
-             ", ".join(f"{slot.key} {tuple(slot.kernel.shape)}" for slot in slots))
-    return model
 
 
 def _freeze_for_supermask(model, leaves, batchnorm) -> None:

@@ -3,12 +3,11 @@
 This package only dispatches: `run(config)` picks the experiment class for
 `--experiment`. Strategy setup lives in `tf_lth.distribute`, data for a configuration in
 `tf_lth.data.for_config`, the network in `tf_lth.models.for_config`. Nothing heavy is
-imported here, so `python -m trainers.tfmot_worker` can run beside legacy Keras.
+imported here, so `python -m trainers.tfmot_worker` can run beside legacy Keras. The
+run's figure is drawn by the CLI (`tf_lth.train`): experiments import no CLI module.
 """
 
 from __future__ import annotations
-
-import os
 
 
 def run(config, data=None, log=print):
@@ -59,18 +58,4 @@ def run(config, data=None, log=print):
     records = experiment.run()
     if not chief:
         shutil.rmtree(config.run_dir, ignore_errors=True)  # the non-chief's temporary copy
-        return records
-    if config.experiment in ("lottery", "untrained_supermask"):
-        _plot(config, log)
     return records
-
-
-def _plot(config, log) -> None:
-    """The run's figure; a plot must never lose a finished run."""
-    try:
-        from tf_lth import plot
-
-        plot.plot_runs([config.run_dir], os.path.join(config.run_dir, "plots",
-                                                        f"{config.experiment}.png"))
-    except Exception as error:
-        log(f"plot skipped: {type(error).__name__}: {error}")

@@ -20,7 +20,8 @@ import tensorflow as tf
 
 from tf_lth import preemption
 from tf_lth.config import JIT_MODES
-from tf_lth.layers import masked_layers
+from tf_lth.layers import masked_layers, walk_layers
+from tf_lth.ticket import reset_optimizer_state, weights_remaining
 
 STEPS_PER_CALL = 100     # most training steps in one compiled call
 CALL_SECONDS = 0.5       # calls are shortened to about this long (signals, progress)
@@ -188,7 +189,7 @@ class Trainer:
         convolutions = (keras.layers.Conv1D, keras.layers.Conv2D, keras.layers.Conv3D,
                         keras.layers.DepthwiseConv2D, keras.layers.SeparableConv2D,
                         keras.layers.Conv2DTranspose)
-        layers = list(model._flatten_layers())
+        layers = walk_layers(model)
         reason = None
         if any(isinstance(layer, convolutions) for layer in layers):
             reason = "this convolutional network"
@@ -294,14 +295,10 @@ class Trainer:
             self.optimizer.learning_rate.assign(value)
 
     def reset_optimizer(self) -> None:
-        """Fresh optimizer state by assignment, so the compiled call is kept; a learning-rate
-        schedule restarts (its step count is zeroed too)."""
-        learning_rate = None if self.scheduled else self.optimizer.learning_rate
-        for variable in self.optimizer.variables:
-            if learning_rate is not None and (variable is learning_rate
-                                              or variable.path == learning_rate.path):
-                continue
-            variable.assign(tf.zeros(variable.shape, variable.dtype))
+        """Fresh optimizer state by assignment (`tf_lth.ticket.reset_optimizer_state`), so
+        the compiled call is kept; a learning-rate schedule restarts (its step count is
+        zeroed too). The training-loss sums start again as well."""
+        reset_optimizer_state(self.optimizer)
         self.loss_sum.assign(0.0)
         self.loss_count.assign(0.0)
         self.first_nonfinite.assign(0.0)
@@ -457,11 +454,6 @@ def _progress_bar(schedule: Schedule, start_iteration: int):
 
 
 def mask_summary(model) -> tuple:
-    """(overall fraction of masked kernel weights kept, {layer name: fraction kept})."""
-    kept_total, size_total, layers = 0.0, 0, {}
-    for layer in masked_layers(model):
-        mask = np.array(layer.mask)
-        kept_total += float(mask.sum())
-        size_total += mask.size
-        layers[layer.name] = float(mask.mean())
-    return (kept_total / size_total if size_total else 1.0), layers
+    """(overall fraction of masked kernel weights kept, {kernel key: fraction kept}); a
+    kernel key is the layer name for one-kernel layers (`tf_lth.ticket.weights_remaining`)."""
+    return weights_remaining(model)

@@ -1,51 +1,187 @@
-"""Dense training and lottery-ticket rounds (docs/semantics.md).
+"""Dense training and lottery-ticket rounds (docs/semantics.md, "One round engine").
 
-Experiment layer of tf_lth. `LotteryRun.run()` reads as a table of contents: round 0
-trains the dense network; each next round computes masks from the previous round's
-files, applies the mask-1 and mask-0 actions, resets, and retrains with the same
-compiled step. Every round is idempotent: a round with a DONE marker is skipped, so
-`--resume` is running again.
+Experiment layer of tf_lth. `LotteryRun.run()` reads as a table of contents, and a round
+flows one way: its inputs are loaded once from the previous round's files
+(`RoundInputs`); the round engine (`tf_lth.rounds.next_round`) gives the masks and
+starting values, assigned to the model; the shared loop trains it (`RoundTrainer`); the
+controls train (`ControlRuns`); then the round's files are written (`RoundFiles`), DONE
+last. Every round is idempotent: a round with a DONE marker is skipped, so `--resume` is
+running again.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shutil
 import tempfile
 
+import keras
 import numpy as np
 import tensorflow as tf
 
-from tf_lth import actions, masks, models, run_files
-from tf_lth.layers import masked_layers
-from tf_lth.models import layer_group
+from tf_lth import masks, run_files
+from tf_lth import rounds as engine
+from tf_lth.models import check_compatible, layer_group, model_state, set_model_state
+from tf_lth.ticket import assign_round, get_frozen, get_masks, kernel_gradients
+from tf_lth.wrap import kernel_slots
 from trainers import runs
-from tf_lth.models import model_state, set_model_state
 from trainers.loop import RoundHooks, Schedule, Trainer, mask_summary
 
+GRADIENT_EXAMPLES = 1000  # training examples the gradient criteria (snip, grad) use
 
-class LotteryRun:
-    """Iterative (or one-shot) pruning with rewinding; `--rounds=0` is dense training."""
 
-    def __init__(self, config, data, model_factory, strategy, log=print):
-        self.config = config
-        self.data = data
-        self.strategy = strategy
-        self.log = log
-        with strategy.scope():
-            self.model = model_factory()
-        self.layers = masked_layers(self.model)
-        self.layer_names = [layer.name for layer in self.layers]
+def cross_entropy(labels, logits):
+    """Per-example softmax cross-entropy of logits: the loss every CLI run trains on."""
+    return keras.losses.sparse_categorical_crossentropy(labels, logits, from_logits=True)
+
+
+def train_gradients(model, data, kernel_masks: dict | None = None) -> dict:
+    """`tf_lth.ticket.kernel_gradients` on the first GRADIENT_EXAMPLES training examples."""
+    batch = (tf.constant(data.train_images[:GRADIENT_EXAMPLES]),
+             tf.constant(data.train_labels[:GRADIENT_EXAMPLES]))
+    return kernel_gradients(model, batch, loss=cross_entropy, kernel_masks=kernel_masks)
+
+
+@dataclasses.dataclass(frozen=True)
+class RoundInputs:
+    """What a pruned round is computed from, loaded once: the weights rounds reset to, the
+    previous round's final weights, and the engine's arrays (previous masks and frozen
+    values, w_i and w_f per kernel key, gradients for snip and grad)."""
+
+    round_index: int
+    reset_state: dict
+    final_state: dict
+    arrays: engine.RoundArrays
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainedRound:
+    """A round just trained: its files (not finished yet), its record, and the state it
+    started from (its initial.npz; read from there when the round was resumed)."""
+
+    files: RoundFiles
+    record: dict
+    fresh_start_state: dict | None
+
+    @property
+    def start_state(self) -> dict:
+        if self.fresh_start_state is not None:
+            return self.fresh_start_state
+        return run_files.load_arrays(os.path.join(self.files.folder, "initial.npz"))
+
+
+class RoundTrainer:
+    """Trains one round of a run's model through the shared loop; shared by dense,
+    lottery and learned-supermask runs (by composition).
+
+    It owns the Trainer, the TensorBoard writer and the round's Schedule, and gives back
+    the round's record and its `RoundFiles`; what happens between rounds is the run's.
+    """
+
+    def __init__(self, config, data, model, strategy, log=print):
+        self.config, self.data, self.model, self.log = config, data, model, log
         self.iterations = config.train_iterations(data.steps_per_epoch(config.batch_size))
         self.trainer = Trainer(
-            self.model, config.optimizer, config.learning_rate, config.momentum,
+            model, config.optimizer, config.learning_rate, config.momentum,
             strategy=strategy, jit_compile=config.jit_compile, log=log,
             weight_decay=config.weight_decay,
             cosine_steps=self.iterations if config.lr_schedule == "cosine" else 0)
-        models.check_compatible(config, data)  # also --rewind_iteration against the length
+        check_compatible(config, data)  # also --rewind_iteration against the length
         self.tb_writer = tf.summary.create_file_writer(os.path.join(config.run_dir, "tb"))
-        self.initial_state = model_state(self.model)
+        self.initial_state = model_state(model)
+
+    def schedule(self, round_index: int, control: str | None = None) -> Schedule:
+        """The round's Schedule; a control's has the same budget and data order but no
+        checkpoints or rewind snapshots."""
+        config = self.config
+        return Schedule(
+            iterations=self.iterations, batch_size=config.batch_size,
+            seed=config.seed * 1000 + round_index, eval_every=config.eval_every,
+            checkpoint_every=0 if control else config.checkpoint_every,
+            snapshot_at=(config.rewind_iteration,) if round_index == 0 and not control
+            and config.rewind_iteration > 0 else (),
+            round_index=round_index,
+            label=f"round {round_index}" + (f" {control} control" if control else ""),
+            progress=config.progress)
+
+    def train(self, round_index: int, prune_level: int) -> TrainedRound:
+        """Trains the model as it is (or resumes the round's checkpoint); the round's
+        record and files, not yet finished."""
+        config = self.config
+        files = RoundFiles(config.run_dir, round_index, self.tb_writer,
+                           self.trainer.checkpoint, lambda: model_state(self.model),
+                           self.iterations)
+        start_iteration, history = files.recover()
+        if start_iteration:
+            self.log(f"round {round_index}: resuming at iteration {start_iteration}")
+            start_state = None
+        else:
+            if round_index == 0:
+                set_model_state(self.model, self.initial_state)
+            self.trainer.reset_optimizer()
+            start_state = model_state(self.model)
+            files.start(start_state)
+        self.trainer.set_learning_rate(config.learning_rate)
+        weights_remaining, layer_fractions = mask_summary(self.model)
+        self.log(f"round {round_index}: {100 * weights_remaining:.2f}% of weights remaining, "
+                 f"{self.iterations} iterations")
+        metrics = self.trainer.fit(self.data, self.schedule(round_index), files,
+                                   start_iteration, history)
+        self.tb_writer.flush()
+        history = metrics.pop("history")
+        record = {
+            "round": round_index,
+            "prune_level": prune_level,
+            "criterion": config.criterion if round_index else "dense",
+            "mask_one_action": config.mask_one_action,
+            "mask_zero_action": config.mask_zero_action,
+            "mask_block": config.mask_block,
+            "weights_remaining": weights_remaining,
+            "layers": layer_fractions,
+            **metrics,
+            "evaluations": len(history),
+        }
+        return TrainedRound(files, record, start_state)
+
+    def train_control(self, kind: str, round_index: int) -> dict:
+        """Trains the model as it is on the round's budget and data order; its metrics."""
+        self.trainer.reset_optimizer()
+        self.trainer.set_learning_rate(self.config.learning_rate)
+        weights_remaining, layer_fractions = mask_summary(self.model)
+        metrics = self.trainer.fit(self.data, self.schedule(round_index, control=kind))
+        metrics.pop("history")
+        return {"weights_remaining": weights_remaining, "layers": layer_fractions, **metrics}
+
+    def round_arrays(self) -> dict:
+        """The round's final files: {file name: arrays} (weights, masks, frozen values)."""
+        return {"final.npz": model_state(self.model), "masks.npz": get_masks(self.model),
+                "frozen.npz": get_frozen(self.model)}
+
+    def log_result(self, record: dict) -> None:
+        best = record["best"]
+        self.log(f"round {record['round']}: test accuracy {100 * record['test_accuracy']:.2f}% "
+                 f"(at best validation loss: {100 * best['test_accuracy']:.2f}%, iteration "
+                 f"{best['iteration']}), {record['examples_per_second']:.0f} examples/s")
+
+
+class LotteryRun:
+    """Iterative (or one-shot) pruning with rewinding; `--rounds=0` is dense training.
+
+    Kernels are keyed by `tf_lth.wrap.kernel_slots` (the layer name for one-kernel
+    layers), so every kernel kind the Python API masks is pruned here too.
+    """
+
+    def __init__(self, config, data, model_factory, strategy, log=print):
+        self.config, self.data, self.strategy, self.log = config, data, strategy, log
+        with strategy.scope():
+            self.model = model_factory()
+        self.rounds = RoundTrainer(config, data, self.model, strategy, log)
+        self.trainer = self.rounds.trainer
+        self.iterations = self.rounds.iterations
+        self.rates = {slot.key: config.rates[layer_group(self.model, slot.layer)]
+                      for slot in kernel_slots(self.model)}
 
     @property
     def pruned_rounds(self) -> list:
@@ -61,12 +197,23 @@ class LotteryRun:
             if run_files.is_done(self.config.run_dir, round_index):
                 self.log(f"round {round_index}: already complete, skipped")
                 continue
-            if round_index > 0:
-                self._prune_round(round_index)
-            self._train_round(round_index)
-            records = runs.round_records(self.config.run_dir)
-            runs.write_results(self.config.run_dir, self.config, records,
-                               extra=controls_summary(records))
+            self.run_round(round_index)
+            self._write_results()
+        return self._write_results()
+
+    def run_round(self, round_index: int) -> None:
+        """One round, one way: inputs, the engine, training, the controls, the files."""
+        inputs = self.round_inputs(round_index) if round_index > 0 else None
+        if inputs is not None:
+            self.prune(inputs)
+        trained = self.rounds.train(round_index, self.prune_level(round_index))
+        if inputs is not None and self.config.controls:
+            ControlRuns(self.rounds, self.config).train(inputs, trained.start_state,
+                                                        trained.record)
+        trained.files.finish(trained.record, self.rounds.round_arrays())
+        self.rounds.log_result(trained.record)
+
+    def _write_results(self) -> list:
         records = runs.round_records(self.config.run_dir)
         runs.write_results(self.config.run_dir, self.config, records,
                            extra=controls_summary(records))
@@ -78,222 +225,111 @@ class LotteryRun:
             return 0
         return self.config.rounds if self.config.one_shot else round_index
 
-    def _rng(self, round_index: int, purpose: int) -> np.random.Generator:
-        return np.random.default_rng([self.config.seed, round_index, purpose])
-
-    def _reset_state(self) -> dict:
+    def reset_state(self) -> dict:
         """The weights rounds reset to: initial, or those of --rewind_iteration."""
         folder = run_files.round_dir(self.config.run_dir, 0)
         name = "rewind.npz" if self.config.rewind_iteration > 0 else "initial.npz"
         return run_files.load_arrays(os.path.join(folder, name))
 
-    def _prune_round(self, round_index: int) -> None:
-        """Computes the masks and starting values of `round_index` from earlier files."""
+    def round_inputs(self, round_index: int) -> RoundInputs:
+        """Round `round_index`'s inputs, read once from the previous round's files."""
         config = self.config
         previous = run_files.round_dir(config.run_dir, 0 if config.one_shot else round_index - 1)
         final_state = run_files.load_arrays(os.path.join(previous, "final.npz"))
-        previous_masks = run_files.load_arrays(os.path.join(previous, "masks.npz"))
-        previous_frozen = run_files.load_arrays(os.path.join(previous, "frozen.npz"))
-        reset_state = self._reset_state()
-        w_init = runs.kernels_from_state(reset_state, self.layer_names)
-        w_final = runs.kernels_from_state(final_state, self.layer_names)
+        previous_masks = _by_kernel(self.model, os.path.join(previous, "masks.npz"))
+        previous_frozen = _by_kernel(self.model, os.path.join(previous, "frozen.npz"))
+        reset_state = self.reset_state()
         gradients = None
         if config.criterion in masks.GRADIENT_CRITERIA:
-            set_model_state(self.model, reset_state)
-            for layer in self.layers:
-                layer.mask.assign(previous_masks[layer.name])
-            gradients = kernel_gradients(self.model, self.data)
-        rng = self._rng(round_index, 1)
-        set_model_state(self.model, reset_state, source="reset weights")
-        global_masks = None
-        if getattr(config, "prune_scope", "layer") == "global":
-            # One ranking across layers, down to the total the per-layer schedule keeps
-            # (docs/semantics.md, "Global pruning"); tf_lth.find_ticket draws the same way.
-            prev = {name: previous_masks[name] for name in self.layer_names}
-            total = masks.global_prune_count(prev, {
-                layer.name: config.rates[layer_group(self.model, layer)]
-                for layer in self.layers}, self.prune_level(round_index))
-            global_masks = masks.global_masks(
-                config.criterion, {name: w_init[name] for name in prev},
-                {name: w_final[name] for name in prev}, prev, 0.0, rng=rng,
-                grad_init=gradients, num_prune=total, block=config.block_size)
-        for layer in self.layers:
-            name = layer.name
-            rate = config.rates[layer_group(self.model, layer)]
-            prev_mask = previous_masks[name]
-            kwargs = dict(rng=rng, block=config.block_size,
-                          grad_init=None if gradients is None else gradients[name])
-            if config.one_shot:
-                target = masks.kept_count(prev_mask.size, rate, config.rounds)
-                kwargs["num_prune"] = int(prev_mask.sum()) - target
-            if global_masks is not None:
-                new_mask = global_masks[name]
-            else:
-                new_mask = masks.compute_mask(config.criterion, w_init[name], w_final[name],
-                                              prev_mask, rate, **kwargs)
-            start, frozen = actions.next_round_values(
-                config.mask_one_action, config.mask_zero_action, w_init[name], w_final[name],
-                new_mask, prev_mask, previous_frozen[name], rng,
-            )
-            layer.kernel_variable.assign(start.astype(np.float32))
-            layer.mask.assign(new_mask.astype(np.float32))
-            layer.frozen.assign(frozen.astype(np.float32))
+            set_model_state(self.model, reset_state, source="reset weights")
+            gradients = train_gradients(self.model, self.data, previous_masks)
+        arrays = engine.RoundArrays(
+            masks=previous_masks, frozen=previous_frozen,
+            w_init=runs.kernels_from_state(self.model, reset_state, "reset weights"),
+            w_final=runs.kernels_from_state(self.model, final_state, f"{previous}/final.npz"),
+            gradients=gradients)
+        return RoundInputs(round_index, reset_state, final_state, arrays)
 
-    # ---- one round of training -----------------------------------------------------
-    def _train_round(self, round_index: int) -> None:
+    def prune(self, inputs: RoundInputs) -> None:
+        """Resets the model and assigns the engine's masks, start and frozen values."""
         config = self.config
-        folder = run_files.round_dir(config.run_dir, round_index)
-        os.makedirs(folder, exist_ok=True)
-        files = RoundFiles(self, round_index, folder)
-        start_iteration, history = files.recover()
-        if start_iteration:
-            self.log(f"round {round_index}: resuming at iteration {start_iteration}")
-        else:
-            if round_index == 0:
-                set_model_state(self.model, self.initial_state)
-            self.trainer.reset_optimizer()
-            files.start()
-        self.trainer.set_learning_rate(config.learning_rate)
-        weights_remaining, layer_fractions = mask_summary(self.model)
-        self.log(f"round {round_index}: {100 * weights_remaining:.2f}% of weights remaining, "
-                 f"{self.iterations} iterations")
-        schedule = self.round_schedule(round_index)
-        metrics = self.trainer.fit(self.data, schedule, files, start_iteration, history)
-        self.tb_writer.flush()
-        history = metrics.pop("history")
-        record = {
-            "round": round_index,
-            "prune_level": self.prune_level(round_index),
-            "criterion": config.criterion if round_index else "dense",
-            "mask_one_action": config.mask_one_action,
-            "mask_zero_action": config.mask_zero_action,
-            "mask_block": config.mask_block,
-            "weights_remaining": weights_remaining,
-            "layers": layer_fractions,
-            **metrics,
-            "evaluations": len(history),
-        }
-        files.finish(record)
-        best = record["best"]
-        self.log(f"round {round_index}: test accuracy {100 * record['test_accuracy']:.2f}% "
-                 f"(at best validation loss: {100 * best['test_accuracy']:.2f}%, iteration "
-                 f"{best['iteration']}), {record['examples_per_second']:.0f} examples/s")
-
-    def _finish_round(self, round_index: int, folder: str, record: dict) -> None:
-        """Extra round files and record entries, written before the DONE marker."""
-        if round_index > 0 and getattr(self.config, "controls", ()):
-            ControlRuns(self).train(round_index, folder, record)
-
-    def round_schedule(self, round_index: int, control: str | None = None) -> Schedule:
-        """The round's Schedule; a control's has the same budget and data order but no
-        checkpoints or rewind snapshots."""
-        config = self.config
-        return Schedule(
-            iterations=self.iterations, batch_size=config.batch_size,
-            seed=self._data_seed(round_index), eval_every=config.eval_every,
-            checkpoint_every=0 if control else config.checkpoint_every,
-            snapshot_at=(config.rewind_iteration,) if round_index == 0 and not control
-            and config.rewind_iteration > 0 else (),
-            round_index=round_index,
-            label=f"round {round_index}" + (f" {control} control" if control else ""),
-            progress=config.progress)
-
-    def _data_seed(self, round_index: int) -> int:
-        return self.config.seed * 1000 + round_index
+        set_model_state(self.model, inputs.reset_state, source="reset weights")
+        results = engine.next_round(
+            inputs.arrays, self.rates, config.criterion,
+            engine.round_rng(config.seed, inputs.round_index),
+            mask_one_action=config.mask_one_action, mask_zero_action=config.mask_zero_action,
+            scope=config.prune_scope, block=config.block_size,
+            level=self.prune_level(inputs.round_index), one_shot=config.one_shot)
+        assign_round(self.model, results)
 
 
-CONTROL_PURPOSES = {"random": 11, "reinit": 12}  # rng purposes; 1 is the ticket's mask
+def _by_kernel(model, path: str) -> dict:
+    """{kernel key: array} of a round's masks.npz or frozen.npz (one per masked kernel)."""
+    arrays = run_files.load_arrays(path)
+    missing = [slot.key for slot in kernel_slots(model) if slot.key not in arrays]
+    if missing:
+        raise run_files.CorruptFileError(f"{path}: no arrays for kernels {missing[:5]}")
+    return {slot.key: np.asarray(arrays[slot.key]) for slot in kernel_slots(model)}
 
 
 class ControlRuns:
-    """The controls of a pruned round (`--controls`, docs/semantics.md, "Controls").
+    """The controls of a pruned round (`--controls`, docs/semantics.md, "One round engine").
 
     After the ticket's round trains, each control starts from the round's own starting
-    point with one change, and trains on the same budget, Schedule and data order:
-    `random` keeps the ticket's per-layer kept counts at random positions (reset weights,
-    the same mask-0 action); `reinit` keeps the ticket's mask on a fresh seeded
-    initialisation. The ticket's trained state is restored afterwards. Nothing is
-    checkpointed: the round's DONE marker covers its controls, so a resumed run redoes
-    an unfinished round, controls included, and never a finished one.
+    point with one change (`tf_lth.rounds.control_round`), and trains on the same budget,
+    Schedule and data order: `random` keeps the ticket's per-kernel kept counts at random
+    positions (reset weights, the same mask-0 action); `reinit` keeps the ticket's mask
+    on a fresh seeded initialisation. The ticket's trained state is restored afterwards.
+    Nothing is checkpointed: the round's DONE marker covers its controls, so a resumed
+    run redoes an unfinished round, controls included, and never a finished one.
     """
 
-    def __init__(self, run: LotteryRun):
-        self.run = run
+    def __init__(self, rounds: RoundTrainer, config):
+        self.rounds, self.config = rounds, config
 
-    def train(self, round_index: int, folder: str, record: dict) -> None:
-        run, config = self.run, self.run.config
-        ticket_state = model_state(run.model)
-        start_state = run_files.load_arrays(os.path.join(folder, "initial.npz"))
+    def train(self, inputs: RoundInputs, start_state: dict, record: dict) -> None:
+        """Trains every control; adds `controls` and `ticket_beats_controls` to `record`."""
+        model = self.rounds.model
+        ticket_state = model_state(model)
+        ticket_masks = get_masks(model)
         results = {}
-        for kind in config.controls:
-            set_model_state(run.model, start_state, source="round start")
-            self.apply(kind, round_index)
-            run.trainer.reset_optimizer()
-            run.trainer.set_learning_rate(config.learning_rate)
-            weights_remaining, layer_fractions = mask_summary(run.model)
-            metrics = run.trainer.fit(run.data, run.round_schedule(round_index, control=kind))
-            metrics.pop("history")
-            results[kind] = {"weights_remaining": weights_remaining,
-                             "layers": layer_fractions, **metrics}
-        set_model_state(run.model, ticket_state, source="ticket state")
+        for kind in self.config.controls:
+            set_model_state(model, start_state, source="round start")
+            assign_round(model, self.values(kind, inputs, ticket_masks))
+            results[kind] = self.rounds.train_control(kind, inputs.round_index)
+        set_model_state(model, ticket_state, source="ticket state")
         record["controls"] = results
         record["ticket_beats_controls"] = verdict(record)
-        run.log(verdict_line(record))
+        self.rounds.log(verdict_line(record))
 
-    def control_masks(self, kind: str, round_index: int) -> dict:
-        """The control's mask per layer, from the ticket's masks now in the model."""
-        run = self.run
-        ticket = {layer.name: np.array(layer.mask) for layer in run.layers}
+    def values(self, kind: str, inputs: RoundInputs, ticket_masks: dict) -> dict:
+        """The control's {kernel key: (mask, start, frozen)} from the round engine."""
+        config, round_index = self.config, inputs.round_index
+        fresh = None
         if kind == "reinit":
-            return ticket
-        rng = run._rng(round_index, CONTROL_PURPOSES[kind])
-        return {name: random_mask_like(mask, rng) for name, mask in ticket.items()}
-
-    def apply(self, kind: str, round_index: int) -> None:
-        """Sets the control's kernels, masks and frozen values on the model."""
-        run, config = self.run, self.run.config
-        controls = self.control_masks(kind, round_index)
-        reset = run._reset_state()
-        w_init = runs.kernels_from_state(reset, run.layer_names)
-        previous = run_files.round_dir(config.run_dir, 0 if config.one_shot else round_index - 1)
-        w_final = runs.kernels_from_state(
-            run_files.load_arrays(os.path.join(previous, "final.npz")), run.layer_names)
-        previous_masks = run_files.load_arrays(os.path.join(previous, "masks.npz"))
-        previous_frozen = run_files.load_arrays(os.path.join(previous, "frozen.npz"))
-        rng = run._rng(round_index, CONTROL_PURPOSES[kind] + 100)
-        for index, layer in enumerate(run.layers):
-            name, mask = layer.name, controls[layer.name]
-            init = w_init[name]
-            if kind == "reinit":
-                init = fresh_kernel(layer, [config.seed, round_index, index, 7919])
-            # mask-0 values as the ticket's: pruned positions of the control count as
-            # pruned now (its mask need not be a subset of the previous one)
-            prev_mask = np.maximum(previous_masks[name], mask)
-            start, frozen = actions.next_round_values(
-                config.mask_one_action, config.mask_zero_action, init, w_final[name],
-                mask, prev_mask, previous_frozen[name], rng)
-            layer.kernel_variable.assign(start.astype(np.float32))
-            layer.mask.assign(mask.astype(np.float32))
-            layer.frozen.assign(frozen.astype(np.float32))
+            fresh = {slot.key: fresh_kernel(slot, engine.fresh_init_seed(
+                config.seed, round_index, index))
+                for index, slot in enumerate(kernel_slots(self.rounds.model))}
+        return engine.control_round(
+            kind, ticket_masks, inputs.arrays, config.seed, round_index,
+            mask_one_action=config.mask_one_action, mask_zero_action=config.mask_zero_action,
+            fresh_init=fresh)
 
 
-def random_mask_like(mask: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """A 0/1 mask with `mask`'s shape and kept count, at random positions."""
-    flat = np.zeros(mask.size, np.float32)
-    flat[rng.permutation(mask.size)[:int(np.asarray(mask).sum())]] = 1.0
-    return flat.reshape(mask.shape)
-
-
-def fresh_kernel(layer, seed) -> np.ndarray:
-    """A new draw of the layer's kernel initializer, seeded by `seed` (a list of ints)."""
-    import keras
-
-    initializer = layer.kernel_initializer
+def fresh_kernel(slot, seed: int) -> np.ndarray:
+    """A new draw of the kernel's initializer (a `tf_lth.wrap.KernelSlot`), seeded."""
+    layer = slot.layer
+    prefix = layer.SLOT_PREFIXES[slot.index]
+    if prefix:  # SeparableConv2D: depthwise_initializer, pointwise_initializer
+        initializer = getattr(layer, prefix + "initializer")
+    else:  # DepthwiseConv2D's one kernel has depthwise_initializer
+        initializer = getattr(layer, "kernel_initializer", None) or layer.depthwise_initializer
+    initializer = keras.initializers.get(initializer)
     config = initializer.get_config()
-    config["seed"] = int(np.random.default_rng(seed).integers(2 ** 31 - 1))
+    config["seed"] = int(seed)
     fresh = type(initializer).from_config(config)
-    shape = tuple(layer.kernel_variable.shape)
-    return np.asarray(keras.ops.convert_to_numpy(fresh(shape, dtype="float32")))
+    return np.asarray(keras.ops.convert_to_numpy(fresh(tuple(slot.kernel.shape),
+                                                       dtype="float32")))
 
 
 def verdict(record: dict) -> dict:
@@ -332,13 +368,25 @@ def controls_summary(records: list) -> dict:
 
 
 class RoundFiles(RoundHooks):
-    """One round's folder: checkpoint recovery, metrics and TensorBoard as evaluations
-    arrive, in-round checkpoints, rewind snapshots, and the final files then DONE."""
+    """One round's folder, and nothing else: checkpoint recovery, metrics and TensorBoard
+    as evaluations arrive, in-round checkpoints, rewind snapshots, and the final files then
+    DONE.
 
-    def __init__(self, run: LotteryRun, round_index: int, folder: str):
-        self.run, self.round_index, self.folder = run, round_index, folder
-        self.checkpoint_dir = os.path.join(folder, "checkpoint")
-        self.metrics_path = os.path.join(folder, "metrics.jsonl")
+    It is given what it writes with: the run directory and round, the TensorBoard writer,
+    `checkpoint()` (a `tf.train.Checkpoint` of the model and optimizer), `state()` (the
+    model's state, for the rewind snapshot) and the iterations per round (TensorBoard's
+    step).
+    """
+
+    def __init__(self, run_dir: str, round_index: int, tb_writer, checkpoint, state,
+                 steps_per_round: int):
+        self.run_dir, self.round_index = run_dir, round_index
+        self.folder = run_files.round_dir(run_dir, round_index)
+        self.tb_writer, self.checkpoint, self.state = tb_writer, checkpoint, state
+        self.steps_per_round = steps_per_round
+        self.checkpoint_dir = os.path.join(self.folder, "checkpoint")
+        self.metrics_path = os.path.join(self.folder, "metrics.jsonl")
+        os.makedirs(self.folder, exist_ok=True)
 
     # ---- start or resume ---------------------------------------------------------------
     def recover(self) -> tuple:
@@ -350,8 +398,7 @@ class RoundFiles(RoundHooks):
             return 0, []
         state = run_files.read_json(os.path.join(checkpoint_dir, "state.json"))
         try:
-            self.run.trainer.checkpoint().read(
-                os.path.join(checkpoint_dir, "ckpt")).assert_consumed()
+            self.checkpoint().read(os.path.join(checkpoint_dir, "ckpt")).assert_consumed()
         except Exception as error:
             raise run_files.CorruptFileError(
                 f"{checkpoint_dir}/ckpt: corrupt or truncated checkpoint ({type(error).__name__})"
@@ -362,48 +409,41 @@ class RoundFiles(RoundHooks):
                              "".join(json.dumps(item) + "\n" for item in history))
         return int(state["iteration"]), history
 
-    def start(self) -> None:
+    def start(self, start_state: dict) -> None:
         """A fresh round: its starting weights saved, stale metrics removed."""
-        run_files.save_arrays(os.path.join(self.folder, "initial.npz"),
-                              model_state(self.run.model))
+        run_files.save_arrays(os.path.join(self.folder, "initial.npz"), start_state)
         if os.path.exists(self.metrics_path):
             os.unlink(self.metrics_path)
 
     # ---- the loop's hooks --------------------------------------------------------------
     def evaluated(self, record: dict) -> None:
         run_files.append_jsonl(self.metrics_path, record)
-        step = self.round_index * self.run.iterations + record["iteration"]
-        with self.run.tb_writer.as_default(step=step):
+        step = self.round_index * self.steps_per_round + record["iteration"]
+        with self.tb_writer.as_default(step=step):
             for key, value in record.items():
                 if key != "iteration":
                     tf.summary.scalar(f"round_{self.round_index:03d}/{key}", value)
 
     def snapshot(self, iteration: int) -> None:
-        run_files.save_arrays(os.path.join(self.folder, "rewind.npz"),
-                              model_state(self.run.model))
+        run_files.save_arrays(os.path.join(self.folder, "rewind.npz"), self.state())
 
     def save_checkpoint(self, iteration: int, history: list) -> None:
         """Model, optimizer and history at `iteration`, swapped in as one directory."""
-        self.run.tb_writer.flush()  # TensorBoard keeps what precedes the checkpoint too
+        self.tb_writer.flush()  # TensorBoard keeps what precedes the checkpoint too
         temporary = tempfile.mkdtemp(prefix=".checkpoint-", dir=self.folder)
-        self.run.trainer.checkpoint().write(os.path.join(temporary, "ckpt"))
+        self.checkpoint().write(os.path.join(temporary, "ckpt"))
         run_files.write_json(os.path.join(temporary, "state.json"),
                              {"iteration": iteration, "history": history})
         run_files.replace_directory(temporary, self.checkpoint_dir)
 
     # ---- the end -----------------------------------------------------------------------
-    def finish(self, record: dict) -> None:
-        """Final weights, masks, frozen values and the record, then DONE (written last)."""
-        run, folder = self.run, self.folder
-        run_files.save_arrays(os.path.join(folder, "final.npz"), model_state(run.model))
-        run_files.save_arrays(os.path.join(folder, "masks.npz"),
-                              {layer.name: np.array(layer.mask) for layer in run.layers})
-        run_files.save_arrays(os.path.join(folder, "frozen.npz"),
-                              {layer.name: np.array(layer.frozen) for layer in run.layers})
-        run._finish_round(self.round_index, folder, record)
-        run_files.write_json(os.path.join(folder, "record.json"), record)
+    def finish(self, record: dict, arrays: dict) -> None:
+        """The round's arrays ({file name: arrays}) and record, then DONE (written last)."""
+        for name, values in arrays.items():
+            run_files.save_arrays(os.path.join(self.folder, name), values)
+        run_files.write_json(os.path.join(self.folder, "record.json"), record)
         self.remove_temporaries()
-        run_files.mark_done(run.config.run_dir, self.round_index)
+        run_files.mark_done(self.run_dir, self.round_index)
 
     def remove_temporaries(self) -> None:
         """The checkpoint, and temporary folders of checkpoints cut short by a kill."""
@@ -411,20 +451,3 @@ class RoundFiles(RoundHooks):
         for name in os.listdir(self.folder):
             if name.startswith((".checkpoint-", ".removing-")) or name == "checkpoint.old":
                 shutil.rmtree(os.path.join(self.folder, name), ignore_errors=True)
-
-
-def kernel_gradients(model, data, num_examples: int = 1000) -> dict:
-    """Loss gradient of each masked kernel at the current weights (for snip and grad)."""
-    import keras
-
-    images = tf.constant(data.train_images[:num_examples])
-    labels = tf.constant(data.train_labels[:num_examples])
-    layers = masked_layers(model)
-    with tf.GradientTape() as tape:
-        logits = model(images, training=False)
-        loss = tf.reduce_mean(keras.losses.sparse_categorical_crossentropy(
-            labels, logits, from_logits=True))
-    kernels = [layer.kernel_variable for layer in layers]
-    gradients = tape.gradient(loss, kernels)
-    return {layer.name: np.zeros(layer.kernel_variable.shape, np.float32) if grad is None
-            else np.array(grad) for layer, grad in zip(layers, gradients)}

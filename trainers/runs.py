@@ -7,8 +7,6 @@ from __future__ import annotations
 
 import os
 
-import numpy as np
-
 from tf_lth import config as config_lib
 from tf_lth import run_files, run_lock
 from tf_lth.config import ConfigError
@@ -95,13 +93,11 @@ def round_records(run_dir: str) -> list:
     ]
 
 
-def kernels_from_state(state: dict, layer_names: list) -> dict:
-    """{layer name: kernel array} from a saved model state (variable path -> array)."""
-    kernels = {}
-    for name in layer_names:
-        key = f"{name}/kernel"
-        matches = [path for path in state if path.endswith(key)]
-        if not matches:
-            raise run_files.CorruptFileError(f"saved weights have no kernel for layer {name}")
-        kernels[name] = np.asarray(state[matches[0]])
-    return kernels
+def kernels_from_state(model, state: dict, what: str = "saved weights") -> dict:
+    """{kernel key: kernel array} of `model`'s masked kernels in a saved model state
+    (`tf_lth.models.model_state`: variable path -> array). CorruptFileError names `what`
+    when a kernel is missing."""
+    from tf_lth.ticket import kernel_values  # Keras: not for the tfmot baseline's parent
+
+    return kernel_values(model, state, model.variables, what=what,
+                         error=run_files.CorruptFileError)

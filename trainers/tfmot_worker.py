@@ -20,6 +20,7 @@ What it does, for level r of `--arch`'s lottery schedule (docs/semantics.md, Net
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
@@ -139,24 +140,39 @@ def make_optimizer(name: str, learning_rate: float, momentum: float):
     _fail(f"--optimizer={name!r} is not allowed; allowed: adam, sgd, rmsprop.", EXIT_CONFIG)
 
 
-def run(spec: dict) -> dict:
-    import numpy as np
-    import tensorflow as tf
-    import tf_keras
-    import tensorflow_model_optimization as tfmot
+@dataclasses.dataclass
+class Pruning:
+    """Level r of the lottery schedule for tfmot: per-layer kept counts and the window."""
 
-    from tf_lth import masks, run_files
-    from tf_lth.data import DataError
+    names: list        # the kernel layers, in order
+    sizes: dict        # {name: kernel size}
+    targets: dict      # {name: kept_count(size, rate, level)}
+    window: tuple      # (begin_step, end_step, frequency) of pruning_window
 
-    config, level, out_dir = spec["config"], int(spec["level"]), spec["out_dir"]
-    if config.get("deterministic"):
-        tf.config.experimental.enable_op_determinism()
-    tf_keras.utils.set_random_seed(config["seed"])
-    try:
-        data = load_data(config)
-    except DataError as error:
-        _fail(str(error), EXIT_DATA)
-    batch_size = int(config["batch_size"])
+    @property
+    def total(self) -> int:
+        return sum(self.sizes.values())
+
+    @property
+    def overall_sparsity(self) -> float:
+        return 1.0 - sum(self.targets.values()) / self.total
+
+    def schedules(self) -> dict:
+        """{name: PolynomialDecay from 0 to the layer's target}, for layers that prune."""
+        import tensorflow_model_optimization as tfmot
+
+        begin, end, frequency = self.window
+        return {
+            name: tfmot.sparsity.keras.PolynomialDecay(
+                initial_sparsity=0.0, final_sparsity=1.0 - self.targets[name] / self.sizes[name],
+                begin_step=begin, end_step=end, power=3, frequency=frequency)
+            for name in self.names if self.targets[name] < self.sizes[name]
+        }
+
+
+def round_iterations(config: dict, data, batch_size: int) -> int:
+    """The round's training iterations (--iterations, or --epochs of the training split);
+    exits with EXIT_CONFIG when one batch is larger than the training set."""
     if config.get("iterations"):
         iterations = int(config["iterations"])
     else:
@@ -164,8 +180,15 @@ def run(spec: dict) -> dict:
     if batch_size > len(data.train_images):
         _fail(f"--batch_size={batch_size} is larger than the {len(data.train_images)} training "
               "examples; allowed: 1 to the training set size.", EXIT_CONFIG)
+    return iterations
 
-    # Per-layer targets of the lottery schedule: kept_count(size, rate, level) each.
+
+def pruning_for(config: dict, data, level: int, iterations: int) -> Pruning:
+    """The per-layer targets, measured on an unwrapped build of the arch."""
+    import numpy as np
+
+    from tf_lth import masks
+
     plain = build_model(config["arch"], data.image_shape, data.num_classes, config["seed"])
     layers = kernel_layers(plain)
     names = list(layers)
@@ -173,24 +196,14 @@ def run(spec: dict) -> dict:
     rates = config["prune_rates"]
     targets = {name: masks.kept_count(sizes[name], rates[layer_group(name, names)], level)
                for name in names}
-    begin, end, frequency = pruning_window(iterations)
-    schedules = {
-        name: tfmot.sparsity.keras.PolynomialDecay(
-            initial_sparsity=0.0, final_sparsity=1.0 - targets[name] / sizes[name],
-            begin_step=begin, end_step=end, power=3, frequency=frequency)
-        for name in names if targets[name] < sizes[name]
-    }
-    del plain
-    tf_keras.backend.clear_session()
-    model = build_model(config["arch"], data.image_shape, data.num_classes, config["seed"],
-                        schedules)
-    layers = kernel_layers(model)
-    initial = {name: layer.kernel.numpy() for name, layer in layers.items()}
-    optimizer = make_optimizer(config["optimizer"], config["learning_rate"],
-                               config.get("momentum", 0.9))
-    step_callback = tfmot.sparsity.keras.UpdatePruningStep()
-    step_callback.set_model(model)
-    step_callback.on_train_begin()  # pruning_step starts at 0; each training call adds 1
+    return Pruning(names, sizes, targets, pruning_window(iterations))
+
+
+def compiled_steps(model, optimizer) -> tuple:
+    """(train_step, evaluate): one compiled training step returning the batch loss, and
+    (mean loss, accuracy) over a whole split in compiled chunks of 2,500."""
+    import tensorflow as tf
+    import tf_keras
 
     @tf.function(reduce_retracing=True)
     def train_step(images, labels):
@@ -220,28 +233,45 @@ def run(spec: dict) -> dict:
             correct += float(batch_correct)
         return loss / max(len(images), 1), correct / max(len(images), 1)
 
-    def sparsity_now() -> float:
-        zeros = sum(int(np.sum(layer.kernel.numpy() == 0)) for layer in layers.values())
-        return zeros / sum(sizes.values())
+    return train_step, evaluate
 
-    def evaluation(iteration, train_loss=None):
-        val_loss, val_accuracy = evaluate(data.val_images, data.val_labels)
-        test_loss, test_accuracy = evaluate(data.test_images, data.test_labels)
+
+class Evaluations:
+    """Validation and test evaluation with the current sparsity, each record appended to
+    a fresh metrics.jsonl in the level's folder."""
+
+    def __init__(self, evaluate, data, layers: dict, total: int, out_dir: str):
+        self.evaluate, self.data, self.layers, self.total = evaluate, data, layers, total
+        self.path = os.path.join(out_dir, "metrics.jsonl")
+        if os.path.exists(self.path):
+            os.unlink(self.path)
+
+    def sparsity(self) -> float:
+        import numpy as np
+
+        zeros = sum(int(np.sum(layer.kernel.numpy() == 0)) for layer in self.layers.values())
+        return zeros / self.total
+
+    def __call__(self, iteration: int, train_loss=None) -> dict:
+        from tf_lth import run_files
+
+        val_loss, val_accuracy = self.evaluate(self.data.val_images, self.data.val_labels)
+        test_loss, test_accuracy = self.evaluate(self.data.test_images, self.data.test_labels)
         record = {"iteration": iteration, "val_loss": val_loss, "val_accuracy": val_accuracy,
                   "test_loss": test_loss, "test_accuracy": test_accuracy,
-                  "sparsity": sparsity_now()}
+                  "sparsity": self.sparsity()}
         if train_loss is not None:
             record["train_loss"] = train_loss
-        run_files.append_jsonl(os.path.join(out_dir, "metrics.jsonl"), record)
+        run_files.append_jsonl(self.path, record)
         return record
 
-    metrics_path = os.path.join(out_dir, "metrics.jsonl")
-    if os.path.exists(metrics_path):
-        os.unlink(metrics_path)
-    overall = 1.0 - sum(targets.values()) / sum(sizes.values())
-    print(f"level {level}: tfmot prune_low_magnitude to {100 * (1 - overall):.2f}% of weights "
-          f"remaining, pruning from iteration {begin} to {end} every {frequency}, "
-          f"{iterations} iterations", flush=True)
+
+def train(train_step, evaluation, data, config: dict, level: int, iterations: int) -> tuple:
+    """Trains on lottery round 0's batches, evaluating every --eval_every iterations and at
+    the end; returns (history, seconds). A non-finite training loss exits with status 3."""
+    import tensorflow as tf
+
+    batch_size = int(config["batch_size"])
     history = [evaluation(0)]
     batches = data.train_batches(batch_size, config["seed"] * 1000)  # lottery round 0's order
     eval_every = int(config["eval_every"])
@@ -259,28 +289,40 @@ def run(spec: dict) -> dict:
                       f"{iteration - loss_count + 1} and {iteration}", 3)
             loss_sum, loss_count = tf.constant(0.0), 0
             history.append(evaluation(iteration, train_loss))
-    seconds = time.time() - started
-    step_callback.on_epoch_end(-1)  # weights = weights * mask before stripping
+    return history, time.time() - started
+
+
+def stripped_state(model) -> tuple:
+    """(stripped model, {name: final kernel}, {name: mask of its nonzero weights})."""
+    import numpy as np
+    import tensorflow_model_optimization as tfmot
 
     stripped = tfmot.sparsity.keras.strip_pruning(model)
-    stripped_layers = kernel_layers(stripped)
-    final_kernels = {name: layer.kernel.numpy() for name, layer in stripped_layers.items()}
+    final_kernels = {name: layer.kernel.numpy()
+                     for name, layer in kernel_layers(stripped).items()}
     kept_masks = {name: (kernel != 0).astype(np.float32) for name, kernel in final_kernels.items()}
+    return stripped, final_kernels, kept_masks
+
+
+def level_record(level: int, pruning: Pruning, kept_masks: dict, finals: dict, history: list,
+                 iterations: int, batch_size: int, seconds: float) -> dict:
+    """record.json of the level; `finals` holds the stripped model's test and validation
+    (loss, accuracy). Only evaluations at the target sparsity compete for "best": an
+    earlier, denser point would credit the baseline with a network it does not return."""
+    begin, end, frequency = pruning.window
     kept = sum(float(mask.sum()) for mask in kept_masks.values())
-    test_loss, test_accuracy = evaluate_plain(stripped, data.test_images, data.test_labels)
-    val_loss, val_accuracy = evaluate_plain(stripped, data.val_images, data.val_labels)
-    # Only evaluations at the target sparsity compete for "best": an earlier, denser point
-    # would credit the baseline with a network it does not return.
+    (test_loss, test_accuracy), (val_loss, val_accuracy) = finals["test"], finals["val"]
     at_target = [item for item in history if item["iteration"] >= end] or history[-1:]
     best = min(at_target, key=lambda item: item["val_loss"])
-    record = {
+    return {
         "round": level,
         "prune_level": level,
         "criterion": "tfmot_magnitude",
-        "weights_remaining": kept / sum(sizes.values()),
+        "weights_remaining": kept / pruning.total,
         "layers": {name: float(mask.mean()) for name, mask in kept_masks.items()},
-        "target_weights_remaining": 1.0 - overall,
-        "target_layers": {name: targets[name] / sizes[name] for name in names},
+        "target_weights_remaining": 1.0 - pruning.overall_sparsity,
+        "target_layers": {name: pruning.targets[name] / pruning.sizes[name]
+                          for name in pruning.names},
         "test_accuracy": test_accuracy,
         "val_accuracy": val_accuracy,
         "test_loss": test_loss,
@@ -294,14 +336,68 @@ def run(spec: dict) -> dict:
         "pruning_schedule": {"kind": "PolynomialDecay", "initial_sparsity": 0.0, "power": 3,
                              "begin_step": begin, "end_step": end, "frequency": frequency},
     }
+
+
+def write_level(out_dir: str, initial: dict, final_kernels: dict, kept_masks: dict,
+                record: dict) -> None:
+    """initial.npz, final.npz, masks.npz and record.json, each written atomically."""
+    from tf_lth import run_files
+
     run_files.save_arrays(os.path.join(out_dir, "initial.npz"), initial)
     run_files.save_arrays(os.path.join(out_dir, "final.npz"),
                           {f"{name}/kernel": kernel for name, kernel in final_kernels.items()})
     run_files.save_arrays(os.path.join(out_dir, "masks.npz"), kept_masks)
     run_files.write_json(os.path.join(out_dir, "record.json"), record)
+
+
+def run(spec: dict) -> dict:
+    """Trains level `spec["level"]` into `spec["out_dir"]`; returns its record."""
+    import tensorflow as tf
+    import tf_keras
+    import tensorflow_model_optimization as tfmot
+
+    from tf_lth.data import DataError
+
+    config, level, out_dir = spec["config"], int(spec["level"]), spec["out_dir"]
+    if config.get("deterministic"):
+        tf.config.experimental.enable_op_determinism()
+    tf_keras.utils.set_random_seed(config["seed"])
+    try:
+        data = load_data(config)
+    except DataError as error:
+        _fail(str(error), EXIT_DATA)
+    batch_size = int(config["batch_size"])
+    iterations = round_iterations(config, data, batch_size)
+    pruning = pruning_for(config, data, level, iterations)
+    schedules = pruning.schedules()
+    tf_keras.backend.clear_session()
+    model = build_model(config["arch"], data.image_shape, data.num_classes, config["seed"],
+                        schedules)
+    layers = kernel_layers(model)
+    initial = {name: layer.kernel.numpy() for name, layer in layers.items()}
+    optimizer = make_optimizer(config["optimizer"], config["learning_rate"],
+                               config.get("momentum", 0.9))
+    step_callback = tfmot.sparsity.keras.UpdatePruningStep()
+    step_callback.set_model(model)
+    step_callback.on_train_begin()  # pruning_step starts at 0; each training call adds 1
+    train_step, evaluate = compiled_steps(model, optimizer)
+    evaluation = Evaluations(evaluate, data, layers, pruning.total, out_dir)
+    begin, end, frequency = pruning.window
+    print(f"level {level}: tfmot prune_low_magnitude to "
+          f"{100 * (1 - pruning.overall_sparsity):.2f}% of weights remaining, pruning from "
+          f"iteration {begin} to {end} every {frequency}, {iterations} iterations", flush=True)
+    history, seconds = train(train_step, evaluation, data, config, level, iterations)
+    step_callback.on_epoch_end(-1)  # weights = weights * mask before stripping
+    stripped, final_kernels, kept_masks = stripped_state(model)
+    finals = {"test": evaluate_plain(stripped, data.test_images, data.test_labels),
+              "val": evaluate_plain(stripped, data.val_images, data.val_labels)}
+    record = level_record(level, pruning, kept_masks, finals, history, iterations, batch_size,
+                          seconds)
+    write_level(out_dir, initial, final_kernels, kept_masks, record)
+    best = record["best"]
     print(f"level {level}: {100 * record['weights_remaining']:.2f}% of weights remaining, "
-          f"test accuracy {100 * test_accuracy:.2f}% (at best validation loss at the target: "
-          f"{100 * best['test_accuracy']:.2f}%, iteration {best['iteration']}), "
+          f"test accuracy {100 * record['test_accuracy']:.2f}% (at best validation loss at "
+          f"the target: {100 * best['test_accuracy']:.2f}%, iteration {best['iteration']}), "
           f"{record['examples_per_second']:.0f} examples/s", flush=True)
     return record
 

@@ -1,16 +1,16 @@
 """The paper's numbers, the presets it trains, and the budgets a reproduction runs at.
 
-Names come from the core registries: criteria from `tf_lth.masks.CRITERIA`, actions from
-`tf_lth.actions`, learning rates, epochs and prune rates from `tf_lth.config.ARCH_PRESETS`,
-validation sizes from `tf_lth.data`. Only the paper's own selections (which criteria and
-actions its figures show) are named here, and each is checked against its registry.
+Names come from the core registries: criteria and actions from `tf_lth.choices`, learning
+rates, epochs and prune rates from `tf_lth.config.ARCH_PRESETS`, validation sizes from
+`tf_lth.data`. Only the paper's own selections (which criteria and actions its figures show)
+are named here, and each is checked against its registry.
 """
 
 from __future__ import annotations
 
 import dataclasses
 
-from tf_lth import actions, config, data, masks
+from tf_lth import choices, config, data
 
 
 def _chosen(kind: str, names: tuple, registry: tuple) -> tuple:
@@ -24,13 +24,13 @@ def _chosen(kind: str, names: tuple, registry: tuple) -> tuple:
 FIGURE_CRITERIA = _chosen("criteria", (
     "large_final", "magnitude_increase", "large_final_same_sign", "movement",
     "large_init_large_final", "large_init", "random", "small_init", "small_final",
-), masks.CRITERIA)
+), choices.CRITERIA)
 # Figure 3: every mask-1 action but `none` (the lottery ticket) and the rescaled variants.
-MASK_ONE_ACTIONS = tuple(action for action in actions.MASK_ONE_ACTIONS
+MASK_ONE_ACTIONS = tuple(action for action in choices.MASK_ONE_ACTIONS
                          if action != "none" and not action.endswith("_rescaled"))
 # Figure 4: the lottery ticket's `zero` against freezing at init and its two variants.
 MASK_ZERO_ACTIONS = _chosen("mask-0 actions", (
-    "freeze_init", "freeze_init_zero_mask", "freeze_init_zero_all"), actions.MASK_ZERO_ACTIONS)
+    "freeze_init", "freeze_init_zero_mask", "freeze_init_zero_all"), choices.MASK_ZERO_ACTIONS)
 PAPER_ROUNDS = 24  # Figure 2 runs to 0.5% remaining; the criteria numbers below are there.
 # Training iterations per lottery round at batch 60 (the paper follows Frankle & Carbin 2019:
 # fc 50K, conv2 20K, conv4 25K, conv6 30K). `config.ARCH_PRESETS` epochs are these rounded up
@@ -135,9 +135,9 @@ class Budget:
     mask_zero_actions: tuple = MASK_ZERO_ACTIONS
 
     def __post_init__(self):
-        _chosen("criteria", self.criteria, masks.CRITERIA)
-        _chosen("mask-1 actions", self.mask_one_actions, actions.MASK_ONE_ACTIONS)
-        _chosen("mask-0 actions", self.mask_zero_actions, actions.MASK_ZERO_ACTIONS)
+        _chosen("criteria", self.criteria, choices.CRITERIA)
+        _chosen("mask-1 actions", self.mask_one_actions, choices.MASK_ONE_ACTIONS)
+        _chosen("mask-0 actions", self.mask_zero_actions, choices.MASK_ZERO_ACTIONS)
 
     def epochs_text(self) -> str:
         """Training per lottery round, e.g. '2 epochs' or '40 iterations'."""
@@ -202,15 +202,18 @@ def budget_for(preset: str, name: str) -> Budget:
         return Budget("default", epochs, None, 500, FIGURE_CRITERIA, 15, 10, 12, 12, 10, (),
                       epochs * 2, None, 500, learned, (3, 7, 10))
     # MNIST fc on 2 CPU cores: as many epochs per round as the plan's estimate fits in
-    # DEFAULT_MINUTES with --jobs=DEFAULT_JOBS (at least MIN_EPOCHS); see plan.default_epochs.
-    from tf_lth.reproduce import plan  # plan imports this module
-
-    return plan.default_epochs_budget(default_fc_budget(learned))
+    # DEFAULT_MINUTES with --jobs=DEFAULT_JOBS (at least MIN_EPOCHS).
+    return default_fc_budget(learned, DEFAULT_FC_EPOCHS)
 
 
 DEFAULT_MINUTES = 90
 DEFAULT_JOBS = 2
 MIN_EPOCHS = 4
+# The default fc budget's epochs per round: what `plan.default_epochs()` finds for
+# mnist_fc, DEFAULT_JOBS and DEFAULT_MINUTES. Written out because the plan is built from
+# this module (imports go plan -> paper only); tests/test_reproduce.py checks they agree,
+# so a change to the plan's estimates (plan.SPEEDS) must update it.
+DEFAULT_FC_EPOCHS = 7
 
 
 def default_fc_budget(learned: tuple, epochs: float = MIN_EPOCHS) -> Budget:

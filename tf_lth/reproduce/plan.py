@@ -5,8 +5,9 @@ from __future__ import annotations
 import dataclasses
 import os
 
-from tf_lth import config, data, masks
-from tf_lth.reproduce.paper import (DEFAULT_JOBS, DEFAULT_MINUTES, MIN_EPOCHS, PRESETS, Budget)
+from tf_lth import choices, data
+from tf_lth.reproduce.paper import (DEFAULT_JOBS, DEFAULT_MINUTES, LEARNED_RUNS, MIN_EPOCHS,
+                                    PRESETS, Budget, default_fc_budget)
 
 BASELINE = "criteria/large_final"  # the lottery ticket every figure compares against
 # The report's sections, one per figure; --only picks among them.
@@ -160,15 +161,15 @@ def untrained_levels(budget: Budget) -> tuple:
 
 
 def _untrained_run(budget: Budget, common: dict, speed: dict) -> SubRun:
-    """One sweep: every criterion of `masks.CRITERIA` x prune level x weight treatment."""
+    """One sweep: every criterion of `choices.CRITERIA` x prune level x weight treatment."""
     levels = untrained_levels(budget)
-    evaluations = len(masks.CRITERIA) * len(levels) * len(config.WEIGHT_TREATMENTS)
+    evaluations = len(choices.CRITERIA) * len(levels) * len(choices.WEIGHT_TREATMENTS)
     return SubRun(
         "untrained/all_criteria", "untrained", "untrained",
-        {**common, "experiment": "untrained_supermask", "criterion": ",".join(masks.CRITERIA),
+        {**common, "experiment": "untrained_supermask", "criterion": ",".join(choices.CRITERIA),
          "source_run": "{out_dir}/" + BASELINE,
          "prune_levels": ",".join(map(str, levels)),
-         "weight_treatments": ",".join(config.WEIGHT_TREATMENTS)},
+         "weight_treatments": ",".join(choices.WEIGHT_TREATMENTS)},
         depends=(BASELINE,), fixed_s=speed["startup"],
         estimate_s=speed["startup"] + evaluations * speed["sweep_eval"])
 
@@ -223,11 +224,10 @@ def default_epochs(preset: str = "mnist_fc", jobs: int = DEFAULT_JOBS,
                    minutes: float = DEFAULT_MINUTES, dataset: str | None = None,
                    budget: Budget | None = None) -> int:
     """Whole epochs per lottery round such that the plan's wall estimate with `jobs` fits
-    `minutes`; at least MIN_EPOCHS (then the estimate may exceed `minutes`)."""
-    from tf_lth.reproduce import paper
-
+    `minutes`; at least MIN_EPOCHS (then the estimate may exceed `minutes`). For mnist_fc
+    with the defaults this is paper.DEFAULT_FC_EPOCHS, the default budget's epochs."""
     if budget is None:
-        budget = paper.default_fc_budget(paper.LEARNED_RUNS)
+        budget = default_fc_budget(LEARNED_RUNS)
 
     def fits(epochs):
         runs = plan(preset, dataclasses.replace(budget, epochs=epochs, iterations=None),
@@ -238,11 +238,6 @@ def default_epochs(preset: str = "mnist_fc", jobs: int = DEFAULT_JOBS,
     while fits(epochs + 1) and epochs < PRESETS[preset].paper_epochs:
         epochs += 1
     return epochs
-
-
-def default_epochs_budget(budget: Budget) -> Budget:
-    """The default fc budget with default_epochs() per round."""
-    return dataclasses.replace(budget, epochs=default_epochs(budget=budget))
 
 
 def minutes(seconds: float) -> str:

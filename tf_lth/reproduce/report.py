@@ -10,7 +10,7 @@ import dataclasses
 import os
 import platform
 
-from tf_lth import config, masks, run_files
+from tf_lth import choices, run_files
 from tf_lth.plot import Series, bars_figure, curves_figure, panels_figure
 from tf_lth.reproduce import ROOT
 from tf_lth.reproduce.claims import (at_round, block_claim, criteria_claims, curve,
@@ -96,7 +96,7 @@ def baseline_cells(loaded: dict, seeds: int, max_round: int, shown: list,
 def untrained_panels(results: dict | None) -> dict:
     """{panel title: one Series per criterion of the paper's figure} per weight treatment."""
     panels = {}
-    for treatment in config.WEIGHT_TREATMENTS:
+    for treatment in choices.WEIGHT_TREATMENTS:
         series = []
         for criterion in FIGURE_CRITERIA:
             records = sorted((r for r in (results or {}).get("masks") or []
@@ -433,9 +433,9 @@ def untrained_section(page: Page) -> list:
     lines = ["## 4. Untrained supermasks (the paper's Figure 5 and supermask table)", ""]
     lines += page.image(path, "untrained supermasks")
     rows = []
-    for criterion in masks.CRITERIA:
+    for criterion in choices.CRITERIA:
         cells = [criterion]
-        for treatment in config.WEIGHT_TREATMENTS:
+        for treatment in choices.WEIGHT_TREATMENTS:
             value = table.get((criterion, treatment))
             cells.append("-" if value is None else f"{pct(value[0])} ({pct(value[1], 1)}%)")
         rows.append(cells)
