@@ -40,7 +40,7 @@ if ROOT not in sys.path:
 
 import numpy as np  # noqa: E402
 
-from tf_lth import choices  # noqa: E402
+from tf_lth.core import choices  # noqa: E402
 
 # Useful FLOPs of one fc training example: forward 2 x MACs; weight gradients 2 x MACs;
 # input gradients 2 x MACs of every layer but the first (its input is data, not a variable).
@@ -67,7 +67,7 @@ def log(message: str) -> None:
 # ---- data and models ---------------------------------------------------------------------
 def load_mnist():
     """(Data, 'real MNIST' or 'synthetic MNIST-shaped' and why)."""
-    from tf_lth import data as data_lib
+    from tf_lth.core import data as data_lib
 
     folder = os.environ.get("TFDS_DATA_DIR")
     if folder and os.path.isdir(os.path.join(folder, "mnist")):
@@ -89,7 +89,7 @@ def timing_view(data, train_examples: int, count: int = 100):
     pipeline (permutation, gather, dataset creation) scales with the epoch as in a full run,
     and evaluation (timed separately elsewhere) costs next to nothing.
     """
-    from tf_lth import data as data_lib
+    from tf_lth.core import data as data_lib
 
     return data_lib.Data(data.name, data.train_images[:train_examples],
                          data.train_labels[:train_examples],
@@ -98,13 +98,13 @@ def timing_view(data, train_examples: int, count: int = 100):
 
 
 def masked_model(arch: str, shape, seed: int = 0, supermask: bool = False):
-    from tf_lth import models
+    from tf_lth.core import models
 
     import numpy as np
 
-    from tf_lth.layers import masked_layers
+    from tf_lth.core.layers import masked_layers
 
-    # what tf_lth.models.for_config builds for the lottery preset (mask-0 action zero) and the
+    # what tf_lth.core.models.for_config builds for the lottery preset (mask-0 action zero) and the
     # learned-supermask preset (kernels set once to signed constants)
     options = dict(frozen_values=False)
     if supermask:
@@ -126,9 +126,9 @@ def plain_twin(model):
 
 
 def rates_of(model, arch: str) -> dict:
-    from tf_lth import config as config_lib
-    from tf_lth.layers import masked_layers
-    from tf_lth.models import layer_group
+    from tf_lth.core import config as config_lib
+    from tf_lth.core.layers import masked_layers
+    from tf_lth.core.models import layer_group
 
     rates = config_lib.ARCH_PRESETS[arch]["rates"]
     return {layer.name: rates[layer_group(model, layer)] for layer in masked_layers(model)}
@@ -141,8 +141,8 @@ def apply_lottery_masks(model, arch: str, rounds: int, w_final=None, block: int 
     Uses the layer's own kernel as w_init, and `w_final` (name -> kernel) when given.
     Returns the fraction of kernel weights kept.
     """
-    from tf_lth import masks
-    from tf_lth.layers import masked_layers
+    from tf_lth.core import masks
+    from tf_lth.core.layers import masked_layers
 
     rng = np.random.default_rng(seed)
     rates = rates_of(model, arch)
@@ -264,7 +264,7 @@ def conv2_against_keras_fit(repeats: int, quick: bool) -> dict:
     """conv2 on synthetic 32x32x3 images at batch 60: our loop (lottery mask) against
     `model.fit(jit_compile=True, steps_per_execution=100)` of the stock network."""
     import bench.references as refs
-    from tf_lth import data as data_lib
+    from tf_lth.core import data as data_lib
 
     batch = 60
     iterations = 20 if quick else 60
@@ -361,9 +361,9 @@ def fc_step_dots_seconds(batch: int = 60, repeats: int = 5, inner: int = 200) ->
 
 def between_rounds(data, iterations: int, run_dir: str) -> dict:
     """Seconds from the end of one lottery round's training to the start of the next."""
-    from tf_lth import config as config_lib
-    from tf_lth import models
-    from tf_lth.distribute import make_strategy
+    from tf_lth.core import config as config_lib
+    from tf_lth.core import models
+    from tf_lth.core.distribute import make_strategy
     from trainers.lottery import LotteryRun
 
     config = config_lib.make(experiment="lottery", dataset="mnist", arch="fc", rounds=2,
@@ -389,10 +389,10 @@ def between_rounds(data, iterations: int, run_dir: str) -> dict:
 
 
 def untrained_sweep(data, source_run: str, run_dir: str, levels=None) -> dict:
-    from tf_lth import config as config_lib
-    from tf_lth import models
-    from tf_lth.distribute import make_strategy
-    from tf_lth import masks
+    from tf_lth.core import config as config_lib
+    from tf_lth.core import models
+    from tf_lth.core.distribute import make_strategy
+    from tf_lth.core import masks
     from trainers.supermask import UntrainedSupermaskRun
 
     config = config_lib.make(
@@ -427,9 +427,9 @@ def eval_seconds(model, data, repeats: int = 5) -> float:
 
 def trained_fc(state_path: str, shape):
     """(masked fc with the trained weights of `state_path`, {layer: trained kernel})."""
-    from tf_lth import run_files
-    from tf_lth.layers import masked_layers
-    from tf_lth.models import set_model_state
+    from tf_lth.core import run_files
+    from tf_lth.core.layers import masked_layers
+    from tf_lth.core.models import set_model_state
 
     model = masked_model("fc", shape, seed=0)
     set_model_state(model, run_files.load_arrays(state_path))
@@ -780,7 +780,7 @@ def measure_runs(results: dict, previous: dict, sections: set, data, data_note: 
                                                        iterations, quick)
         if "export" in sections:
             log("export sizes and LiteRT latency; 1x1 vs 1x4 tickets")
-            from tf_lth import run_files
+            from tf_lth.core import run_files
 
             round0 = run_files.round_dir(source, 0)
             results["export"] = export_figures(data, os.path.join(round0, "final.npz"),
@@ -829,7 +829,7 @@ def main(argv=None) -> int:
     missing = [key for key in RESULT_KEYS if key not in results]
     text = table(results) if not missing else f"(no table: sections never run: {missing})"
     results["table"] = text
-    from tf_lth import run_files
+    from tf_lth.core import run_files
 
     run_files.write_json(arguments.out, results)
     print()

@@ -50,7 +50,7 @@ def mnist(num_train, num_test=2000):
         x, y = split(f"train[:{min(num_train, 55000)}]")
         x_test, y_test = split(f"test[:{num_test}]")
         return x, y, x_test, y_test, "real MNIST"
-    from tf_lth import data
+    from tf_lth.core import data
 
     loaded = data.synthetic((28, 28, 1), num_train=num_train, num_val=10, num_test=num_test,
                             name="synthetic_mnist")

@@ -17,7 +17,7 @@ import keras
 
 import tf_lth
 from _api_common import arguments, mnist
-from tf_lth import choices, models
+from tf_lth.core import choices, models
 
 args = arguments(__doc__.splitlines()[0], epochs=2.0, rounds=15, seed=0)
 x, y, x_test, y_test, source = mnist(55000, num_test=10000)

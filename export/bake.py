@@ -21,8 +21,8 @@ from collections.abc import Iterator
 import keras
 import numpy as np
 
-from tf_lth.keras_compat import own_variables, swap_layer_class
-from tf_lth.layers import (
+from tf_lth.core.keras_compat import own_variables, swap_layer_class
+from tf_lth.core.layers import (
     MASK_OPTION_NAMES,
     MASKED_LAYERS,
     MaskedMixin,
@@ -31,7 +31,7 @@ from tf_lth.layers import (
     walk_layers,
 )
 
-from tf_lth.choices import SUPERMASK_EXPORTS  # (defined once, in tf_lth.choices)
+from tf_lth.core.choices import SUPERMASK_EXPORTS  # (defined once, in tf_lth.core.choices)
 
 
 def check_supermask_export(supermask_export: str) -> None:

@@ -17,8 +17,8 @@ import numpy as np
 from export import saved_model as saved_model_lib
 from export import tflite as tflite_lib
 from export.bake import bake, check_supermask_export, expected_supermasks, kernel_layers
-from tf_lth.run_files import atomic_write_bytes as write_bytes
-from tf_lth.run_files import write_json
+from tf_lth.core.run_files import atomic_write_bytes as write_bytes
+from tf_lth.core.run_files import write_json
 
 FORMATS = ("saved_model",) + tflite_lib.KINDS
 FILE_NAMES = {

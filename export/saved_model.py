@@ -29,8 +29,8 @@ import numpy as np
 import tensorflow as tf
 
 from export.bake import check_plain
-from tf_lth.keras_compat import build_shapes, functional_graph, functional_inputs
-from tf_lth.run_files import replace_directory
+from tf_lth.core.keras_compat import build_shapes, functional_graph, functional_inputs
+from tf_lth.core.run_files import replace_directory
 
 SIGNATURE_KEY = "serving_default"
 INPUT_NAME = "images"

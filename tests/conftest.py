@@ -44,6 +44,6 @@ def mnist_data_dir():
 @pytest.fixture(scope="session")
 def mnist():
     """Real MNIST as a tf_lth Data object (loaded once per session)."""
-    from tf_lth import data
+    from tf_lth.core import data
 
     return data.load("mnist", mnist_dir(), download=False)

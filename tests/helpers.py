@@ -27,7 +27,7 @@ def assert_plot_shows_rounds(png_path, run_dir):
     import numpy as np
     from matplotlib.image import imread
 
-    from tf_lth import plot
+    from tf_lth.cli import plot
 
     image = imread(png_path)[..., :3]
     assert image.shape[0] > 200 and image.shape[1] > 300, image.shape

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from tf_lth import actions
+from tf_lth.core import actions
 
 W_INIT = np.array([[0.5, -1.0, 2.0], [-0.25, 1.5, -3.0]])
 MASK = np.array([[1, 0, 1], [1, 0, 1]], dtype=np.float32)  # 4 of 6 kept

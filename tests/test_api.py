@@ -9,7 +9,7 @@ import pytest
 import tensorflow as tf
 
 import tf_lth
-from tf_lth.layers import MaskedDense, MaskedMixin, masked_layers
+from tf_lth.core.layers import MaskedDense, MaskedMixin, masked_layers
 
 RNG = np.random.default_rng(0)
 
@@ -372,7 +372,7 @@ def test_export_flat_mlp_and_int8(tmp_path):
 
 
 def test_config_prune_scope_flag_is_validated():
-    from tf_lth import config as config_lib
+    from tf_lth.core import config as config_lib
 
     config = config_lib.make(run_dir="/tmp/x", prune_scope="global", experiment="lottery")
     assert config.prune_scope == "global"
@@ -401,7 +401,7 @@ def test_unbuilt_layers_are_left_alone_with_a_warning_and_supermask_needs_fresh_
 
 @pytest.mark.parametrize("scope", ["layer", "global"])
 def test_prune_takes_every_criterion_in_both_scopes_and_1x4_blocks(scope):
-    from tf_lth import masks
+    from tf_lth.core import masks
 
     model = tf_lth.masked(keras.Sequential([keras.Input((8,)), keras.layers.Dense(8),
                                             keras.layers.Dense(4)]))

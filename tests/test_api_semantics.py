@@ -24,10 +24,10 @@ import pytest
 
 import tf_lth
 import trainers
-from tf_lth import config as config_lib
-from tf_lth import data as data_lib
-from tf_lth import models
-from tf_lth import run_files
+from tf_lth.core import config as config_lib
+from tf_lth.core import data as data_lib
+from tf_lth.core import models
+from tf_lth.core import run_files
 from trainers import runs
 
 ITERATIONS, ROUNDS = 20, 2

@@ -90,7 +90,7 @@ def world(tmp_path_factory, request):
     locked = str(root / "locked_run")
     shutil.copytree(existing, locked)
     holder = subprocess.Popen(
-        [sys.executable, "-c", "import time; from tf_lth import run_lock; "
+        [sys.executable, "-c", "import time; from tf_lth.core import run_lock; "
          f"run_lock.acquire({locked!r}); print('held', flush=True); time.sleep(3600)"],
         cwd=ROOT, env=_env(), stdout=subprocess.PIPE, text=True)
     request.addfinalizer(holder.kill)

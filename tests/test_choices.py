@@ -1,9 +1,9 @@
 """Settings and their allowed names are declared once (issue 22, item 3).
 
-Names: every fixed set of names lives in `tf_lth.choices`; no other module of the project
+Names: every fixed set of names lives in `tf_lth.core.choices`; no other module of the project
 (tests aside) writes one of those sets out again as a literal, in any order (read with
 `ast`). Settings: every `Config` field declares its help, default, allowed names and run
-identity (`tf_lth.config.setting`); the absl flags and `RUN_IDENTITY` are made from the
+identity (`tf_lth.core.config.setting`); the absl flags and `RUN_IDENTITY` are made from the
 fields, and the preset defaults resolve to the values docs/semantics.md gives.
 """
 
@@ -14,8 +14,8 @@ import sys
 
 import pytest
 
-from tf_lth import actions, choices, masks
-from tf_lth import config as config_lib
+from tf_lth.core import actions, choices, masks
+from tf_lth.core import config as config_lib
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SOURCE_FOLDERS = ("tf_lth", "trainers", "export", "bench", "examples")
@@ -25,7 +25,7 @@ REGISTRIES = {name: value for name, value in vars(choices).items()
 NAMED = {name: value for name, value in REGISTRIES.items()
          if all(isinstance(item, str) for item in value)}
 # The flags whose change makes a resumed run a different run, as before issue 22: old run
-# directories resume only if this list is unchanged (tf_lth/run_files.py compares them).
+# directories resume only if this list is unchanged (tf_lth/core/run_files.py compares them).
 IDENTITY = {
     "experiment", "dataset", "arch", "epochs", "iterations", "batch_size", "optimizer",
     "learning_rate", "momentum", "seed", "criterion", "rounds", "prune_rates", "one_shot",
@@ -42,12 +42,12 @@ def _source_files() -> list:
         for directory, _, files in os.walk(os.path.join(ROOT, folder)):
             found += [os.path.relpath(os.path.join(directory, name), ROOT)
                       for name in files if name.endswith(".py")]
-    return sorted(path for path in found if path != os.path.join("tf_lth", "choices.py"))
+    return sorted(path for path in found if path != os.path.join("tf_lth", "core", "choices.py"))
 
 
 def _copies(source: str) -> list:
     """(line, registry name) for each tuple, list or set literal of constants in `source`
-    holding the same names as a `tf_lth.choices` registry of names (in any order)."""
+    holding the same names as a `tf_lth.core.choices` registry of names (in any order)."""
     found = []
     for node in ast.walk(ast.parse(source)):
         if not isinstance(node, (ast.Tuple, ast.List, ast.Set)) or len(node.elts) < 2:
@@ -73,11 +73,11 @@ def test_the_copy_finder_sees_a_reordered_copy_and_ignores_other_literals():
 def test_no_module_writes_out_a_registry_of_tf_lth_choices_again(path):
     with open(os.path.join(ROOT, path), encoding="utf-8") as stream:
         copies = _copies(stream.read())
-    assert not copies, [f"{path}:{line}: import tf_lth.choices.{name}" for line, name in copies]
+    assert not copies, [f"{path}:{line}: import tf_lth.core.choices.{name}" for line, name in copies]
 
 
 def test_choices_imports_only_the_standard_library():
-    with open(os.path.join(ROOT, "tf_lth", "choices.py"), encoding="utf-8") as stream:
+    with open(os.path.join(ROOT, "tf_lth", "core", "choices.py"), encoding="utf-8") as stream:
         tree = ast.parse(stream.read())
     imported = {alias.name.split(".")[0] for node in ast.walk(tree)
                 if isinstance(node, ast.Import) for alias in node.names}
@@ -125,7 +125,7 @@ def test_run_identity_is_the_same_list_of_flags_as_before():
 
 
 def _tf_lth_flags():
-    from tf_lth import flags as tf_lth_flags
+    from tf_lth.cli import flags as tf_lth_flags
 
     tf_lth_flags.define_flags()
     return tf_lth_flags
@@ -133,7 +133,7 @@ def _tf_lth_flags():
 
 def test_every_tf_lth_flag_comes_from_a_config_field():
     tf_lth_flags = _tf_lth_flags()
-    defined = {flag.name for flag in tf_lth_flags.FLAGS.flags_by_module_dict()["tf_lth.flags"]}
+    defined = {flag.name for flag in tf_lth_flags.FLAGS.flags_by_module_dict()["tf_lth.cli.flags"]}
     assert defined == {field.name for field in FIELDS}
     assert tf_lth_flags.names() == tuple(field.name for field in FIELDS)
 
@@ -207,7 +207,7 @@ def test_a_resolved_config_json_compares_equal_on_resume(tmp_path):
     """What --resume compares: the identity flags of config.json against the new run's."""
     import json
 
-    from tf_lth import run_files
+    from tf_lth.core import run_files
 
     config = config_lib.make(experiment="lottery", dataset="synthetic_mnist", rounds=2,
                              run_dir=str(tmp_path), resume=True, controls="random")

@@ -472,7 +472,7 @@ def test_a_full_disk_in_round_2_exits_3_naming_the_file_and_resume_is_bitwise_eq
 
 # ---- the pieces, in this process ---------------------------------------------------------
 def test_preempted_names_the_signal_round_and_iteration_and_its_exit_status():
-    from tf_lth import preemption
+    from tf_lth.core import preemption
 
     error = preemption.Preempted(signal.SIGTERM, round_index=2, iteration=340)
     assert (error.signum, error.exit_code) == (15, 143)
@@ -482,7 +482,7 @@ def test_preempted_names_the_signal_round_and_iteration_and_its_exit_status():
 
 def test_a_failed_write_on_a_full_disk_names_the_target_and_leaves_no_temporary(
         tmp_path, monkeypatch):
-    from tf_lth import run_files
+    from tf_lth.core import run_files
 
     path = str(tmp_path / "record.json")
     run_files.write_json(path, {"a": 1})
@@ -499,11 +499,11 @@ def test_a_failed_write_on_a_full_disk_names_the_target_and_leaves_no_temporary(
 
 
 def test_the_lock_is_refused_to_a_second_process_and_released_at_its_exit(tmp_path):
-    from tf_lth import run_lock
+    from tf_lth.core import run_lock
 
     run_dir = str(tmp_path / "run")
     holder = subprocess.Popen(
-        [sys.executable, "-c", "import sys, time; from tf_lth import run_lock; "
+        [sys.executable, "-c", "import sys, time; from tf_lth.core import run_lock; "
          f"run_lock.acquire({run_dir!r}); print('held', flush=True); time.sleep(600)"],
         cwd=ROOT, env=_env(), stdout=subprocess.PIPE, text=True)
     try:

@@ -8,8 +8,8 @@ import pytest
 
 import tf_lth
 import trainers
-from tf_lth import config as config_lib
-from tf_lth import run_files
+from tf_lth.core import config as config_lib
+from tf_lth.core import run_files
 from trainers import lottery
 
 
@@ -103,7 +103,7 @@ def test_records_hold_both_controls_and_the_verdict_matches_them(controlled):
 
 
 def test_plot_draws_each_control_dashed(controlled):
-    from tf_lth import plot
+    from tf_lth.cli import plot
 
     run_dir, _, _ = controlled
     series, _ = plot.run_series([run_files.read_json(os.path.join(run_dir, "results.json"))])

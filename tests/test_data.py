@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import tensorflow_datasets as tfds
 
-from tf_lth import data as data_lib
+from tf_lth.core import data as data_lib
 
 
 def test_mock_mnist_splits_scaling_and_validation_carved_from_the_end():

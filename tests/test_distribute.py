@@ -32,8 +32,8 @@ MIRRORED_SCRIPT = textwrap.dedent("""
     tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
 
     import trainers
-    from tf_lth.distribute import make_strategy
-    from tf_lth import config as config_lib
+    from tf_lth.core.distribute import make_strategy
+    from tf_lth.core import config as config_lib
 
     experiment, out = sys.argv[1], sys.argv[2]
     replicas = {}

@@ -108,12 +108,12 @@ def test_nothing_cites_files_outside_the_repository():
     assert not problems, f"mentions of {' / '.join(FOREIGN)}:\n" + "\n".join(problems)
 
 
-LAYERS = tuple(f"tf_lth/layers/{name}.py" for name in (
+LAYERS = tuple(f"tf_lth/core/layers/{name}.py" for name in (
     "__init__", "hashing", "mixin", "numpy_views", "kinds", "walk", "inplace")) + (
-    "tf_lth/keras_compat.py",)
-CORE = (*LAYERS, "tf_lth/masks.py", "tf_lth/actions.py", "tf_lth/models.py",
-        "tf_lth/wrap.py", "tf_lth/ticket.py", "tf_lth/data.py", "tf_lth/config.py",
-        "tf_lth/run_files.py")
+    "tf_lth/core/keras_compat.py",)
+CORE = (*LAYERS, "tf_lth/core/masks.py", "tf_lth/core/actions.py", "tf_lth/core/models.py",
+        "tf_lth/core/wrap.py", "tf_lth/core/ticket.py", "tf_lth/core/data.py", "tf_lth/core/config.py",
+        "tf_lth/core/run_files.py")
 
 
 @pytest.mark.parametrize("path", CORE)
@@ -127,5 +127,5 @@ def test_core_modules_never_import_trainers_or_export(path):
         elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
             imported.add(node.module.split(".")[0])
     assert not imported & {"trainers", "export"}, imported
-    if path in ("tf_lth/masks.py", "tf_lth/actions.py"):
+    if path in ("tf_lth/core/masks.py", "tf_lth/core/actions.py"):
         assert not imported & {"tensorflow", "keras"}, imported  # pure NumPy

@@ -9,9 +9,9 @@ import pytest
 import tensorflow as tf
 
 import trainers
-from tf_lth import config as config_lib
-from tf_lth import run_files
-from tf_lth.layers import MaskedDense, masked_layers
+from tf_lth.core import config as config_lib
+from tf_lth.core import run_files
+from tf_lth.core.layers import MaskedDense, masked_layers
 from tests.helpers import run_cli
 
 

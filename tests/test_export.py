@@ -19,8 +19,8 @@ from export import report as report_lib
 from export import saved_model as saved_model_lib
 from export import tflite as tflite_lib
 from export.bake import bake, effective_kernel, expected_supermasks, kernel_layers
-from tf_lth import models
-from tf_lth.layers import MaskedDense, masked_layers
+from tf_lth.core import models
+from tf_lth.core.layers import MaskedDense, masked_layers
 
 INPUT_SHAPE = (28, 28, 1)
 

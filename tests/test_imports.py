@@ -1,7 +1,15 @@
-"""Import directions (docs/architecture.md): core below experiments and export, CLIs on top.
+"""Import directions by folder (docs/architecture.md): each layer imports only below it.
+
+    command-line programs   tf_lth/cli/ (and the `python -m` entry points tf_lth/*.py,
+                            tf_lth/reproduce/)
+    public API              tf_lth/__init__.py, tf_lth/api/
+    experiments             trainers/
+    deployment              export/
+    core                    tf_lth/core/
 
 Read from the source with `ast` (imports inside functions count too), so a lazy import
-cannot hide a wrong direction.
+cannot hide a wrong direction. The rules name folders, so a new module is checked by
+where it lives, with no list of files to keep.
 """
 
 import ast
@@ -11,14 +19,8 @@ import sys
 import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-LAYERS = tuple(f"tf_lth/layers/{name}.py" for name in (
-    "__init__", "hashing", "mixin", "numpy_views", "kinds", "walk", "inplace")) + (
-    "tf_lth/keras_compat.py",)
-CORE = (*LAYERS, "tf_lth/masks.py", "tf_lth/actions.py", "tf_lth/models.py",
-        "tf_lth/data.py", "tf_lth/config.py", "tf_lth/run_files.py", "tf_lth/distribute.py",
-        "tf_lth/preemption.py", "tf_lth/run_lock.py", "tf_lth/wrap.py", "tf_lth/ticket.py")
-CLI_MODULES = {"tf_lth.train", "tf_lth.tune", "tf_lth.export", "tf_lth.plot",
-               "tf_lth.reproduce", "tf_lth.flags"}
+PURE = ("tf_lth/core/masks.py", "tf_lth/core/actions.py", "tf_lth/core/rounds.py",
+        "tf_lth/core/sparsity.py", "tf_lth/core/choices.py")
 
 
 def _imports(path: str) -> set:
@@ -43,41 +45,79 @@ def _python_files(folder: str) -> list:
     return sorted(found)
 
 
-def _top(name: str) -> str:
-    return name.split(".")[0]
+def layer_of(module: str) -> str | None:
+    """The layer a dotted module name belongs to (None: not the project's)."""
+    parts = module.split(".")
+    if parts[0] == "trainers":
+        return "experiments"
+    if parts[0] == "export":
+        return "deployment"
+    if parts[0] != "tf_lth":
+        return None
+    if len(parts) == 1:
+        return "api"  # the face, tf_lth/__init__.py
+    return {"core": "core", "api": "api", "cli": "cli"}.get(parts[1], "cli")  # entry points
 
 
-@pytest.mark.parametrize("path", CORE)
-def test_core_never_imports_experiments_export_or_a_cli(path):
-    names = _imports(path)
-    assert not {n for n in names if _top(n) in ("trainers", "export")}, names
-    cli = {n for n in names if any(n == m or n.startswith(m + ".") for m in CLI_MODULES)}
-    assert not cli, cli
+BELOW = {  # what each layer may import, besides itself
+    "core": set(),
+    "deployment": {"core"},
+    "experiments": {"core"},
+    "api": {"core", "deployment"},
+    "cli": {"core", "deployment", "experiments", "api"},
+}
+FOLDERS = {"core": "tf_lth/core", "deployment": "export", "experiments": "trainers",
+           "api": "tf_lth/api"}
 
 
-@pytest.mark.parametrize("path", _python_files("export"))
-def test_export_never_imports_trainers(path):
-    names = _imports(path)
-    assert not {n for n in names if _top(n) == "trainers"}, names
+def _checked_files():
+    for layer, folder in FOLDERS.items():
+        for path in _python_files(folder):
+            yield path, layer
 
 
-@pytest.mark.parametrize("path", ["tf_lth/masks.py", "tf_lth/actions.py"])
-def test_masks_and_actions_import_only_numpy_and_the_standard_library(path):
-    """(and each other: actions takes its argument check from masks; and the registries of
-    `tf_lth.choices`, standard library only)"""
+@pytest.mark.parametrize("path, layer", list(_checked_files()))
+def test_every_module_imports_only_its_own_layer_and_those_below(path, layer):
+    allowed = BELOW[layer] | {layer}
+    wrong = sorted(name for name in _imports(path)
+                   if layer_of(name) is not None and layer_of(name) not in allowed)
+    assert not wrong, f"{path} ({layer}) imports {wrong}; allowed layers: {sorted(allowed)}"
+
+
+def test_every_folder_has_the_modules_it_should():
+    """The rules above cover real code: each layer's folder holds modules."""
+    for folder in list(FOLDERS.values()) + ["tf_lth/cli"]:
+        assert len(_python_files(folder)) >= 2, folder
+
+
+@pytest.mark.parametrize("path", [p for p in _python_files("tf_lth")
+                                  if os.path.dirname(p) in ("tf_lth", "tf_lth/reproduce")
+                                  and not p.endswith("tf_lth/__init__.py")])
+def test_entry_points_only_start_a_command(path):
+    """tf_lth/train.py & co. keep `python -m tf_lth.train` working; the code is in cli/."""
+    names = {name for name in _imports(path) if layer_of(name) is not None}
+    assert all(name.startswith("tf_lth.cli") for name in names), names
+    assert names or path.endswith("__init__.py"), f"{path} starts no command"
+
+
+@pytest.mark.parametrize("path", PURE)
+def test_mask_math_imports_only_numpy_and_the_standard_library(path):
     allowed = set(sys.stdlib_module_names) | {"numpy", "__future__"}
-    pure = {"tf_lth.masks", "tf_lth.masks.check_choice", "tf_lth.actions", "tf_lth",
-            "tf_lth.choices"}
-    names = _imports(path)
-    assert {_top(n) for n in names if n not in pure} <= allowed, names
+    pure_modules = {p[:-3].replace("/", ".") for p in PURE}
+    for name in _imports(path):
+        if layer_of(name) is not None:
+            owner = name if name in pure_modules else name.rsplit(".", 1)[0]
+            assert owner in pure_modules or name == "tf_lth.core", (path, name)
+        else:
+            assert name.split(".")[0] in allowed, (path, name)
 
 
-@pytest.mark.parametrize("path", [p for p in _python_files("tf_lth") + _python_files("export")
-                                  if p not in ("tf_lth/train.py", "tf_lth/tune.py")])
-def test_only_the_train_and_tune_clis_import_trainers(path):
-    """(bench/ times the experiment classes directly, as the CLIs run them.)"""
-    names = {n for n in _imports(path) if _top(n) == "trainers"}
-    assert not names, names
+def test_layer_of_names_the_folders():
+    assert layer_of("tf_lth.core.layers.mixin") == "core"
+    assert layer_of("tf_lth.api.deploy") == "api" and layer_of("tf_lth") == "api"
+    assert layer_of("tf_lth.cli.reproduce.plan") == "cli" and layer_of("tf_lth.train") == "cli"
+    assert layer_of("trainers.loop") == "experiments" and layer_of("export.bake") == "deployment"
+    assert layer_of("numpy") is None and layer_of("keras.layers") is None
 
 
 def test_this_check_sees_a_lazy_import():
@@ -87,3 +127,4 @@ def test_this_check_sees_a_lazy_import():
         if isinstance(node, ast.ImportFrom):
             tree_names.add(node.module)
     assert tree_names == {"trainers.loop"}
+    assert layer_of(next(iter(tree_names))) not in BELOW["core"] | {"core"}

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from tf_lth.layers import MaskedConv2D, MaskedDense
+from tf_lth.core.layers import MaskedConv2D, MaskedDense
 
 
 def _dense(units=3, input_dim=4, **options):
@@ -201,7 +201,7 @@ def _lowbias32_numpy(x):
 
 
 def test_hash_uniform_is_the_keyed_mixer_of_each_position_in_24_bit_steps():
-    from tf_lth.layers import hash_uniform
+    from tf_lth.core.layers import hash_uniform
 
     seed = np.array([7, 3], np.int64)
     with np.errstate(over="ignore"):
@@ -215,7 +215,7 @@ def test_hash_uniform_is_the_keyed_mixer_of_each_position_in_24_bit_steps():
 
 
 def test_hash_uniform_is_uniform_and_independent_across_seeds_with_and_without_xla():
-    from tf_lth.layers import hash_uniform
+    from tf_lth.core.layers import hash_uniform
 
     shape, n = (784, 300), 784 * 300
     draw = tf.function(lambda seed: hash_uniform(shape, seed), jit_compile=True)

@@ -3,9 +3,9 @@
 import numpy as np
 import pytest
 
-from tf_lth import data as data_lib
-from tf_lth import models
-from tf_lth.layers import masked_layers
+from tf_lth.core import data as data_lib
+from tf_lth.core import models
+from tf_lth.core.layers import masked_layers
 from trainers.loop import Schedule, Trainer, due
 
 

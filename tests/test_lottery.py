@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 import trainers
-from tf_lth import actions, masks, run_files
-from tf_lth import config as config_lib
+from tf_lth.core import actions, masks, run_files
+from tf_lth.core import config as config_lib
 from tests.helpers import assert_plot_shows_rounds
 
 

@@ -4,7 +4,7 @@ on small NumPy arrays."""
 import numpy as np
 import pytest
 
-from tf_lth import masks
+from tf_lth.core import masks
 
 QUADRANT = ("large_init_large_final", "small_init_small_final")
 SCORE_CRITERIA = tuple(c for c in masks.CRITERIA if c not in QUADRANT + ("random",))

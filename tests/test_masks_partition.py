@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from tf_lth import masks
+from tf_lth.core import masks
 
 
 def _by_full_sort(unit_scores, candidates, rng, target):

@@ -4,8 +4,8 @@ import keras
 import numpy as np
 import pytest
 
-from tf_lth import models
-from tf_lth.layers import MaskedConv2D, MaskedDense, masked_layers
+from tf_lth.core import models
+from tf_lth.core.layers import MaskedConv2D, MaskedDense, masked_layers
 
 
 def _kernel_count(model):

@@ -6,7 +6,7 @@ The whole public path on the newest Keras: `tf_lth.masked`, `tf_lth.prune`, `mod
 path ("net/body/deep"), which `keras.name_scope` refuses as one name; masking must give
 the new mask variables the same path as their kernels.
 
-Also: `tf_lth.keras_compat` is the only module of tf_lth/, trainers/ and export/ that
+Also: `tf_lth.core.keras_compat` is the only module of tf_lth/, trainers/ and export/ that
 reads or writes a private attribute of another object (docs/architecture.md, "Core").
 """
 
@@ -20,7 +20,7 @@ import pytest
 import tensorflow as tf
 
 import tf_lth
-from tf_lth.layers import MaskedDense, masked_layers
+from tf_lth.core.layers import MaskedDense, masked_layers
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RNG = np.random.default_rng(0)
@@ -209,7 +209,7 @@ def test_export_and_strip_of_the_nested_model_match_the_masked_model(tmp_path):
     assert tf_lth.strip(model, inplace=True) is model
     assert masked_layers(model) == []
     np.testing.assert_allclose(np.array(model(x)), expected, atol=1e-6)
-    dense = [layer for layer in tf_lth.layers.walk_layers(model)
+    dense = [layer for layer in tf_lth.core.layers.walk_layers(model)
              if isinstance(layer, keras.layers.Dense)]
     assert {layer.name for layer in dense} == set(KERNEL_SHAPES)
     for layer in dense:
@@ -221,7 +221,7 @@ def test_export_and_strip_of_the_nested_model_match_the_masked_model(tmp_path):
 # ---- private attributes ---------------------------------------------------------------
 # Underscore names that are public API: namedtuple's methods.
 PUBLIC_UNDERSCORE = {"_replace", "_asdict", "_fields", "_make", "_field_defaults"}
-COMPAT = "tf_lth/keras_compat.py"
+COMPAT = "tf_lth/core/keras_compat.py"
 
 
 def _is_private(name: str) -> bool:
@@ -303,7 +303,7 @@ def test_private_attribute_check_flags_other_objects_only():
 
 def test_only_keras_compat_touches_private_attributes_of_other_objects():
     files = _project_files()
-    assert COMPAT in files and "tf_lth/layers/inplace.py" in files
+    assert COMPAT in files and "tf_lth/core/layers/inplace.py" in files
     with open(os.path.join(ROOT, COMPAT), encoding="utf-8") as stream:
         assert private_touches(stream.read())  # the check sees what it must allow there
     problems = []
@@ -312,13 +312,13 @@ def test_only_keras_compat_touches_private_attributes_of_other_objects():
             continue
         with open(os.path.join(ROOT, path), encoding="utf-8") as stream:
             problems += [f"{path}:{hit}" for hit in private_touches(stream.read())]
-    assert not problems, "private attributes touched outside tf_lth/keras_compat.py:\n" + \
+    assert not problems, "private attributes touched outside tf_lth/core/keras_compat.py:\n" + \
         "\n".join(problems)
 
 
 # ---- the compat functions --------------------------------------------------------------
 def test_keras_compat_reads_what_keras_holds():
-    from tf_lth import keras_compat
+    from tf_lth.core import keras_compat
 
     model = _built_net()
     assert keras_compat.child_layers(model) == [model.body, model.side, model.head]
@@ -340,7 +340,7 @@ def test_keras_compat_reads_what_keras_holds():
 
 
 def test_learning_rate_variable_is_the_optimizers_variable_or_none():
-    from tf_lth.keras_compat import learning_rate_variable
+    from tf_lth.core.keras_compat import learning_rate_variable
 
     adam = keras.optimizers.Adam(0.003)
     variable = learning_rate_variable(adam)
@@ -354,7 +354,7 @@ def test_learning_rate_variable_is_the_optimizers_variable_or_none():
 
 
 def test_unlocked_opens_a_nested_parent_path_whatever_the_callers_scope():
-    from tf_lth.keras_compat import unlocked
+    from tf_lth.core.keras_compat import unlocked
 
     layer = _built_net().body.layers[1].layers[0]  # deep_dense, parent "net/body/deep"
     with pytest.raises(ValueError, match="cannot contain character"):

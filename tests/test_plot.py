@@ -9,7 +9,8 @@ import os
 import numpy as np
 import pytest
 
-from tf_lth import plot, run_files
+from tf_lth.cli import plot
+from tf_lth.core import run_files
 
 
 def _run(folder, results):

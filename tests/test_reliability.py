@@ -151,7 +151,7 @@ def assert_same_run(reference, other) -> int:
 
 def assert_every_file_readable(run_dir):
     """What a kill left behind: every run file whole (atomic writes), temporaries aside."""
-    from tf_lth import run_files
+    from tf_lth.core import run_files
 
     checked = 0
     for parent, folders, files in os.walk(run_dir):
@@ -258,7 +258,7 @@ CORRUPTIONS = [
 
 def _scale_initial_kernels(run_dir, factor=1e25):
     """A valid initial.npz whose kernels overflow float32 in the first forward pass."""
-    from tf_lth import run_files
+    from tf_lth.core import run_files
 
     path = os.path.join(run_dir, "round_000", "initial.npz")
     state = arrays(path)
@@ -309,7 +309,7 @@ def second_wave(first_wave):
 
 def in_process_config(run_dir, **overrides):
     """The Config of FLAGS (without --deterministic: op determinism is process-global)."""
-    from tf_lth import config as config_lib
+    from tf_lth.core import config as config_lib
 
     values = dict(experiment="lottery", dataset="synthetic_mnist", iterations=200,
                   eval_every=25, rounds=2, seed=7, progress=False, run_dir=run_dir)
@@ -320,8 +320,8 @@ def in_process_config(run_dir, **overrides):
 def resume_in_process(run_dir):
     """What `tf_lth.train --resume` does after parsing flags, in this process."""
     import trainers
-    from tf_lth import data as data_lib
-    from tf_lth import models, run_files
+    from tf_lth.core import data as data_lib
+    from tf_lth.core import models, run_files
 
     config = in_process_config(run_dir, resume=True)
     run_files.check_run_dir(config)
@@ -400,8 +400,8 @@ def test_a_corrupt_file_stops_the_cli_with_exit_2_and_one_line_naming_it(second_
                          ids=[item[0] for item in CORRUPTIONS])
 def test_a_corrupt_file_is_reported_by_name_and_never_used(first_wave, case, source,
                                                            corrupt, named):
-    from tf_lth.config import ConfigError
-    from tf_lth.run_files import CorruptFileError
+    from tf_lth.core.config import ConfigError
+    from tf_lth.core.run_files import CorruptFileError
 
     run_dir = corrupted_copy(first_wave, case)
     before = snapshot(run_dir)
@@ -492,8 +492,8 @@ def test_a_run_dir_on_a_read_only_place_is_reported_before_training():
 
 def test_a_full_disk_is_reported_before_training(tmp_path, monkeypatch):
     """Simulated: the write probe's fsync fails with ENOSPC (no real disk is filled)."""
-    from tf_lth import config as config_lib
-    from tf_lth import run_files
+    from tf_lth.core import config as config_lib
+    from tf_lth.core import run_files
 
     def full(_):
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
@@ -507,7 +507,7 @@ def test_a_full_disk_is_reported_before_training(tmp_path, monkeypatch):
 
 
 def test_a_failed_write_leaves_the_old_file_and_no_temporary(tmp_path, monkeypatch):
-    from tf_lth import run_files
+    from tf_lth.core import run_files
 
     path = str(tmp_path / "masks.npz")
     run_files.save_arrays(path, {"a": np.ones(3, np.float32)})
@@ -526,7 +526,7 @@ def test_an_in_round_checkpoint_restores_the_supermask_sampling_state(tmp_path):
     """Learned supermasks sample Bernoulli masks from Keras seed generators, which Keras
     leaves out of tf.train's object graph: the checkpoint must still carry their state, or a
     resumed round would sample other masks than the uninterrupted one."""
-    from tf_lth import models
+    from tf_lth.core import models
     from trainers.loop import Trainer
 
     images = np.random.default_rng(0).random((4, 28, 28, 1)).astype(np.float32)
@@ -544,7 +544,7 @@ def test_an_in_round_checkpoint_restores_the_supermask_sampling_state(tmp_path):
 
 
 def test_records_are_appended_all_or_none(tmp_path, monkeypatch):
-    from tf_lth import run_files
+    from tf_lth.core import run_files
 
     path = str(tmp_path / "masks.jsonl")
     run_files.extend_jsonl(path, [])

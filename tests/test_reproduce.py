@@ -15,8 +15,8 @@ import sys
 import numpy as np
 import pytest
 
-from tf_lth import actions, choices, config, masks
-from tf_lth.reproduce import ROOT, claims, cli, execute, paper, plan, report
+from tf_lth.core import actions, choices, config, masks
+from tf_lth.cli.reproduce import ROOT, claims, cli, execute, paper, plan, report
 
 REQUIRED_CRITERIA = {"large_final", "magnitude_increase", "movement", "large_init_large_final",
                      "large_init", "small_final", "random", "large_final_same_sign"}
@@ -206,7 +206,7 @@ def test_names_come_from_the_core_registries():
 
 
 def test_importing_it_does_not_import_tensorflow():
-    code = ("import sys, tf_lth.reproduce.cli, tf_lth.reproduce.report; "
+    code = ("import sys, tf_lth.cli.reproduce.cli, tf_lth.cli.reproduce.report; "
             "assert 'tensorflow' not in sys.modules and 'matplotlib' not in sys.modules")
     done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True,
                           text=True, timeout=120)
@@ -236,7 +236,7 @@ def test_commands_use_the_train_and_export_clis_and_resume_only_existing_runs(tm
 
 
 def test_synthetic_plans_use_the_synthetic_dataset_size():
-    from tf_lth import data
+    from tf_lth.core import data
 
     budget = dataclasses.replace(paper.budget_for("mnist_fc", "smoke"), epochs=1,
                                  iterations=None, learned_epochs=1, learned_iterations=None)

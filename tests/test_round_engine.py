@@ -1,4 +1,4 @@
-"""The one round engine, `tf_lth.rounds` (docs/semantics.md, "One round engine").
+"""The one round engine, `tf_lth.core.rounds` (docs/semantics.md, "One round engine").
 
 (a) The engine on tiny arrays against hand-computed masks and values: per-layer and
     global counts, one-shot counts, 1x4 blocks, every mask-1 and mask-0 action, the
@@ -23,9 +23,9 @@ import pytest
 import tensorflow as tf
 
 import tf_lth
-from tf_lth import actions, masks, rounds, run_files
-from tf_lth import config as config_lib
-from tf_lth import data as data_lib
+from tf_lth.core import actions, masks, rounds, run_files
+from tf_lth.core import config as config_lib
+from tf_lth.core import data as data_lib
 from trainers import lottery
 from trainers.loop import Trainer
 
@@ -357,7 +357,7 @@ def test_rounds_imports_only_numpy_the_standard_library_and_the_pure_modules():
         elif isinstance(node, ast.ImportFrom):
             names |= {f"{node.module}.{alias.name}" for alias in node.names}
     allowed = set(sys.stdlib_module_names) | {"numpy", "__future__"}
-    pure = {"tf_lth.actions", "tf_lth.masks", "tf_lth.choices"}
+    pure = {"tf_lth.core.actions", "tf_lth.core.masks", "tf_lth.core.choices"}
     assert all(name.split(".")[0] in allowed or name in pure for name in names), names
 
 

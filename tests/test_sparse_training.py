@@ -1,4 +1,4 @@
-"""Gradual pruning and dynamic sparse training in model.fit (tf_lth.sparse_training),
+"""Gradual pruning and dynamic sparse training in model.fit (tf_lth.core.sparse_training),
 against the rules of docs/sparse_training.md: the step a mask changes at, the counts it
 keeps, what grown weights start at."""
 
@@ -9,9 +9,9 @@ keras = pytest.importorskip("keras")
 tf = pytest.importorskip("tensorflow")
 
 import tf_lth  # noqa: E402
-from tf_lth import sparsity  # noqa: E402
-from tf_lth.schedules import ConstantSparsity, PolynomialDecay  # noqa: E402
-from tf_lth.sparse_training import DynamicSparse, GradualPruning  # noqa: E402
+from tf_lth.core import sparsity  # noqa: E402
+from tf_lth.core.schedules import ConstantSparsity, PolynomialDecay  # noqa: E402
+from tf_lth.core.sparse_training import DynamicSparse, GradualPruning  # noqa: E402
 
 LOSS = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
 

@@ -1,4 +1,4 @@
-"""Sparse-training mask math (tf_lth.sparsity) against hand-computed cases and the formulas
+"""Sparse-training mask math (tf_lth.core.sparsity) against hand-computed cases and the formulas
 of docs/sparse_training.md; the tfmot-named schedules against tfmot's documented rules."""
 
 import math
@@ -6,7 +6,7 @@ import math
 import numpy as np
 import pytest
 
-from tf_lth import sparsity
+from tf_lth.core import sparsity
 
 
 def test_kept_count_rounds_half_to_even_and_keeps_at_least_one():
@@ -130,7 +130,7 @@ def _at(schedule, step):
 
 
 def test_polynomial_decay_follows_the_formula_and_the_pruning_steps():
-    from tf_lth.schedules import PolynomialDecay
+    from tf_lth.core.schedules import PolynomialDecay
 
     schedule = PolynomialDecay(0.2, 0.8, begin_step=100, end_step=1100, power=3, frequency=100)
     assert _at(schedule, 99) == (False, pytest.approx(0.2))
@@ -143,7 +143,7 @@ def test_polynomial_decay_follows_the_formula_and_the_pruning_steps():
 
 
 def test_constant_sparsity_prunes_forever_with_end_step_minus_one():
-    from tf_lth.schedules import ConstantSparsity
+    from tf_lth.core.schedules import ConstantSparsity
 
     schedule = ConstantSparsity(0.5, begin_step=0, frequency=10)
     assert _at(schedule, 0) == (True, 0.5)
@@ -168,14 +168,14 @@ def test_constant_sparsity_prunes_forever_with_end_step_minus_one():
      "frequency should be > 0"),
 ])
 def test_polynomial_decay_refuses_what_tfmot_refuses(arguments, message):
-    from tf_lth.schedules import PolynomialDecay
+    from tf_lth.core.schedules import PolynomialDecay
 
     with pytest.raises(ValueError, match=message):
         PolynomialDecay(**arguments)
 
 
 def test_schedules_round_trip_through_get_config():
-    from tf_lth import schedules
+    from tf_lth.core import schedules
 
     for schedule in (schedules.PolynomialDecay(0.1, 0.9, 5, 50, power=2, frequency=5),
                      schedules.ConstantSparsity(0.7, 3, end_step=40, frequency=7)):
@@ -193,7 +193,7 @@ def test_schedules_round_trip_through_get_config():
 def test_compiled_magnitude_masks_equal_the_numpy_ones(shape, block):
     import tensorflow as tf
 
-    from tf_lth import sparse_ops
+    from tf_lth.core import sparse_ops
 
     rng = np.random.default_rng(1)
     kernel = rng.normal(size=shape).astype(np.float32)
@@ -216,7 +216,7 @@ def test_compiled_magnitude_masks_equal_the_numpy_ones(shape, block):
 def test_compiled_m_by_n_and_drop_and_grow_equal_the_numpy_ones():
     import tensorflow as tf
 
-    from tf_lth import sparse_ops
+    from tf_lth.core import sparse_ops
 
     rng = np.random.default_rng(2)
     for shape in ((16, 5), (3, 3, 8, 2)):

@@ -8,8 +8,8 @@ export/, bench/ and examples/:
 (c) no module reaches into another project module's private names: neither
     `from tf_lth.x import _y` nor `x._y` on an imported project module (the standard
     library's, such as `os._exit`, are not ours to judge);
-and no module of trainers/ (the experiments) imports a CLI module (tests/test_imports.py's
-CLI_MODULES), lazily or not.
+and no module of trainers/ (the experiments) imports a CLI module (tf_lth/cli/ or a
+`python -m` entry point), lazily or not.
 
 Each checker works on source text, so the last tests plant a violation in a string and
 see it caught: the rules can fail.
@@ -20,7 +20,6 @@ from __future__ import annotations
 import ast
 import os
 
-from tests.test_imports import CLI_MODULES
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FOLDERS = ("tf_lth", "trainers", "export", "bench", "examples")
@@ -92,7 +91,7 @@ def _absolute(module: str | None, level: int, importer: str, package: bool) -> s
 def import_bindings(source: str, importer: str, package: bool, modules: set) -> list:
     """[(line, imported project module, attribute or None)] for every import of a project
     module anywhere in `source`. `attribute` is the name taken from a module when it is
-    not itself a submodule (`from tf_lth.masks import check_choice`)."""
+    not itself a submodule (`from tf_lth.core.masks import check_choice`)."""
     found = []
     for node in ast.walk(ast.parse(source)):
         if isinstance(node, ast.Import):
@@ -236,7 +235,7 @@ SOURCES = project_sources()
 
 
 def test_the_checked_folders_hold_the_project():
-    assert {"tf_lth.train", "tf_lth.reproduce.paper", "trainers", "trainers.tfmot_worker",
+    assert {"tf_lth.train", "tf_lth.cli.reproduce.paper", "trainers", "trainers.tfmot_worker",
             "export.report", "bench.run", "_api_common"} <= set(SOURCES)
 
 
@@ -249,9 +248,13 @@ def test_no_function_is_longer_than_100_lines():
 
 def test_the_projects_modules_import_each_other_without_a_cycle():
     graph = import_graph(SOURCES)
-    assert graph["tf_lth.reproduce.plan"], "the graph sees no imports"
+    assert graph["tf_lth.cli.reproduce.plan"], "the graph sees no imports"
     found = [describe_cycle(cycle, graph, SOURCES) for cycle in cycles(graph)]
     assert not found, "import cycles:\n" + "\n".join(found)
+
+
+CLI_MODULES = ("tf_lth.cli", "tf_lth.train", "tf_lth.tune", "tf_lth.export", "tf_lth.plot",
+               "tf_lth.reproduce")
 
 
 def test_experiments_import_no_cli_module():
@@ -304,19 +307,20 @@ def test_cycle_check_sees_a_lazy_import_and_names_the_cycle():
 
 
 def test_private_check_sees_imports_and_attributes_but_not_the_standard_library():
-    modules = {"tf_lth", "tf_lth.masks", "tf_lth.layers", "tf_lth.reproduce",
-               "tf_lth.reproduce.plan"}
+    modules = {"tf_lth", "tf_lth.core.masks", "tf_lth.core.layers", "tf_lth.cli.reproduce",
+               "tf_lth.cli.reproduce.plan"}
     planted = ("import os\n"
-               "import tf_lth.layers\n"
-               "from tf_lth import masks\n"
-               "from tf_lth.masks import _hidden, check_choice\n"
+               "import tf_lth.core.layers\n"
+               "from tf_lth.core import masks\n"
+               "from tf_lth.core.masks import _hidden, check_choice\n"
                "def f(self):\n"
                "    from . import plan as p\n"
                "    os._exit(0)\n"
                "    self._own = masks.__name__\n"
-               "    return masks._rng(), tf_lth.layers._Masked, p._speed, _local._x\n")
-    found = private_uses(planted, "tf_lth.reproduce.cli", False, modules)
-    assert found == [(4, "from tf_lth.masks import _hidden"), (9, "tf_lth.layers._Masked"),
-                     (9, "tf_lth.masks._rng"), (9, "tf_lth.reproduce.plan._speed")]
-    own = "from tf_lth import masks\nx = masks._rng\n"
-    assert private_uses(own, "tf_lth.masks", False, modules) == []  # a module's own names
+               "    return masks._rng(), tf_lth.core.layers._Masked, p._speed, _local._x\n")
+    found = private_uses(planted, "tf_lth.cli.reproduce.cli", False, modules)
+    assert sorted(found) == [(4, "from tf_lth.core.masks import _hidden"),
+                             (9, "tf_lth.cli.reproduce.plan._speed"),
+                             (9, "tf_lth.core.layers._Masked"), (9, "tf_lth.core.masks._rng")]
+    own = "from tf_lth.core import masks\nx = masks._rng\n"
+    assert private_uses(own, "tf_lth.core.masks", False, modules) == []  # a module's own names

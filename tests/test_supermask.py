@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 import trainers
-from tf_lth import config as config_lib
-from tf_lth import masks, run_files
+from tf_lth.core import config as config_lib
+from tf_lth.core import masks, run_files
 from trainers.supermask import treated_kernel
 
 

@@ -40,7 +40,7 @@ def baseline_run(tmp_path_factory):
 
 
 def test_levels_keep_the_lottery_schedule_per_layer(baseline_run):
-    from tf_lth import masks
+    from tf_lth.core import masks
 
     run_dir, _ = baseline_run
     with open(run_dir / "results.json") as stream:
@@ -87,8 +87,8 @@ def test_summary_matches_lottery_runs_and_files_are_complete(baseline_run):
 
 
 def test_initial_weights_equal_the_keras3_model_with_the_same_seed(baseline_run):
-    from tf_lth import models
-    from tf_lth.layers import masked_layers
+    from tf_lth.core import models
+    from tf_lth.core.layers import masked_layers
 
     run_dir, _ = baseline_run
     model = models.build("fc", (28, 28, 1), 10, seed=3)
@@ -109,7 +109,7 @@ def test_resume_skips_finished_levels(baseline_run):
 
 
 def test_plot_draws_the_baseline(baseline_run, tmp_path):
-    from tf_lth import plot
+    from tf_lth.cli import plot
 
     run_dir, _ = baseline_run
     out = plot.plot_runs([str(run_dir)], str(tmp_path / "baseline.png"))
@@ -158,10 +158,10 @@ def test_pruning_window_ends_on_a_pruning_step_inside_the_budget(iterations):
 
 
 def test_worker_tables_match_the_keras3_side():
-    """The worker cannot import tf_lth.models or trainers (Keras 3): its copies must agree."""
-    from tf_lth import config as config_lib
-    from tf_lth import data as data_lib
-    from tf_lth import models
+    """The worker cannot import tf_lth.core.models or trainers (Keras 3): its copies must agree."""
+    from tf_lth.core import config as config_lib
+    from tf_lth.core import data as data_lib
+    from tf_lth.core import models
     from trainers import tfmot_worker
 
     assert tfmot_worker.CONV_ARCHS == models._CONV_ARCHS
@@ -175,7 +175,7 @@ def test_worker_tables_match_the_keras3_side():
 
 def test_preset_has_the_budget_of_the_reduced_lottery_preset():
     """The baseline preset pairs with mnist_fc_lottery_reduced: same data, budget and levels."""
-    from tf_lth import flags as tf_lth_flags
+    from tf_lth.cli import flags as tf_lth_flags
 
     tf_lth_flags.define_flags()
     flags = tf_lth_flags.FLAGS

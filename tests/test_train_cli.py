@@ -49,7 +49,7 @@ def test_conv_networks_complete_a_short_run_on_synthetic_cifar_shaped_images(tmp
 
 
 def test_every_preset_parses_into_a_valid_config():
-    from tf_lth import flags as tf_lth_flags
+    from tf_lth.cli import flags as tf_lth_flags
 
     tf_lth_flags.define_flags()
     presets = sorted(name for name in os.listdir(os.path.join(ROOT, "configs"))
@@ -91,9 +91,9 @@ def test_resume_of_a_run_made_before_a_flag_existed_compares_with_its_default(tm
 
     import pytest
 
-    from tf_lth import config as config_lib
-    from tf_lth import run_files
-    from tf_lth.config import ConfigError
+    from tf_lth.core import config as config_lib
+    from tf_lth.core import run_files
+    from tf_lth.core.config import ConfigError
 
     run_dir = tmp_path / "old_run"
     run_dir.mkdir()

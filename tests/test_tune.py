@@ -96,8 +96,8 @@ def test_bad_flags_are_one_line_and_exit_2(tmp_path, flags, message):
 
 
 def test_search_spaces_and_trial_budgets():
-    from tf_lth import config as config_lib
-    from tf_lth import tune
+    from tf_lth.core import config as config_lib
+    from tf_lth.cli import tune
 
     dense = config_lib.make(experiment="lottery", run_dir="x", rounds=2)
     assert set(tune.search_space(dense).values) == {"learning_rate", "batch_size"}
@@ -156,8 +156,8 @@ def test_distributed_chief_and_worker_on_localhost(tmp_path):
 
 
 def test_tune_preset_parses_with_the_tune_flags():
-    from tf_lth import flags as tf_lth_flags
-    from tf_lth import tune  # noqa: F401  (defines --tuner, --max_trials)
+    from tf_lth.cli import flags as tf_lth_flags
+    from tf_lth.cli import tune  # noqa: F401  (defines --tuner, --max_trials)
 
     flags = tf_lth_flags.FLAGS
     flags.unparse_flags()

@@ -241,7 +241,7 @@ def assert_same_results(reference, other, rounds=ROUNDS):
 # ---- 1. a lottery run ------------------------------------------------------------------
 def test_the_old_code_is_what_ran(upgrade):
     """The exported tree, not this checkout, is imported by the old runs."""
-    process = subprocess.run([sys.executable, "-c", "import tf_lth.train as t; print(t.__file__)"],
+    process = subprocess.run([sys.executable, "-c", "import tf_lth.cli.train as t; print(t.__file__)"],
                              cwd=upgrade["old"], env=_env(upgrade["old"]), capture_output=True,
                              text=True, timeout=120)
     assert process.stdout.strip() == os.path.join(upgrade["old"], "tf_lth", "train.py")
@@ -284,7 +284,7 @@ def test_a_learned_supermask_stopped_by_the_old_code_resumes_with_the_same_resul
 
 # ---- 3. a reproduction's state ---------------------------------------------------------
 def test_the_old_reproduction_state_is_read_by_the_current_code(upgrade):
-    from tf_lth.reproduce import paper, plan
+    from tf_lth.cli.reproduce import paper, plan
 
     status, stdout, stderr = upgrade["wave_2"]["reproduce"]
     assert status == 0, stderr[-3000:]

@@ -19,7 +19,7 @@ Sparse training while fitting (docs/sparse_training.md):
 Deployment:
     strip(model), export_saved_model(model, path), export_litert(model, path, ...),
     run_litert(path, inputs)
-Modules: tf_lth.layers, tf_lth.masks, tf_lth.actions, tf_lth.models.
+Modules: tf_lth.core.layers, tf_lth.core.masks, tf_lth.core.actions, tf_lth.core.models.
 """
 
 from __future__ import annotations
@@ -27,28 +27,28 @@ from __future__ import annotations
 import importlib
 
 _API = {
-    "masked": "tf_lth.wrap",
-    "supermask_mode": "tf_lth.wrap",
-    "summary": "tf_lth.wrap",
-    "kernel_slots": "tf_lth.wrap",
-    "prune": "tf_lth.ticket",
-    "find_ticket": "tf_lth.ticket",
-    "RewindSnapshot": "tf_lth.ticket",
-    "Ticket": "tf_lth.ticket",
-    "weights_state": "tf_lth.ticket",
-    "rewind": "tf_lth.ticket",
-    "get_masks": "tf_lth.ticket",
-    "set_masks": "tf_lth.ticket",
-    "weights_remaining": "tf_lth.ticket",
-    "reset_optimizer_state": "tf_lth.ticket",
-    "PolynomialDecay": "tf_lth.schedules",
-    "ConstantSparsity": "tf_lth.schedules",
-    "GradualPruning": "tf_lth.sparse_training",
-    "DynamicSparse": "tf_lth.sparse_training",
-    "strip": "tf_lth.deploy",
-    "export_saved_model": "tf_lth.deploy",
-    "export_litert": "tf_lth.deploy",
-    "run_litert": "tf_lth.deploy",
+    "masked": "tf_lth.core.wrap",
+    "supermask_mode": "tf_lth.core.wrap",
+    "summary": "tf_lth.core.wrap",
+    "kernel_slots": "tf_lth.core.wrap",
+    "prune": "tf_lth.core.ticket",
+    "find_ticket": "tf_lth.core.ticket",
+    "RewindSnapshot": "tf_lth.core.ticket",
+    "Ticket": "tf_lth.core.ticket",
+    "weights_state": "tf_lth.core.ticket",
+    "rewind": "tf_lth.core.ticket",
+    "get_masks": "tf_lth.core.ticket",
+    "set_masks": "tf_lth.core.ticket",
+    "weights_remaining": "tf_lth.core.ticket",
+    "reset_optimizer_state": "tf_lth.core.ticket",
+    "PolynomialDecay": "tf_lth.core.schedules",
+    "ConstantSparsity": "tf_lth.core.schedules",
+    "GradualPruning": "tf_lth.core.sparse_training",
+    "DynamicSparse": "tf_lth.core.sparse_training",
+    "strip": "tf_lth.api.deploy",
+    "export_saved_model": "tf_lth.api.deploy",
+    "export_litert": "tf_lth.api.deploy",
+    "run_litert": "tf_lth.api.deploy",
 }
 
 __all__ = sorted(_API)

@@ -1,8 +1,8 @@
 """Experiment drivers of tf_lth: one training loop, many experiments (docs/architecture.md).
 
 This package only dispatches: `run(config)` picks the experiment class for
-`--experiment`. Strategy setup lives in `tf_lth.distribute`, data for a configuration in
-`tf_lth.data.for_config`, the network in `tf_lth.models.for_config`. Nothing heavy is
+`--experiment`. Strategy setup lives in `tf_lth.core.distribute`, data for a configuration in
+`tf_lth.core.data.for_config`, the network in `tf_lth.core.models.for_config`. Nothing heavy is
 imported here, so `python -m trainers.tfmot_worker` can run beside legacy Keras. The
 run's figure is drawn by the CLI (`tf_lth.train`): experiments import no CLI module.
 """
@@ -24,10 +24,10 @@ def run(config, data=None, log=print):
     import keras
     import tensorflow as tf
 
-    from tf_lth import data as data_lib
-    from tf_lth import models
-    from tf_lth.config import ConfigError
-    from tf_lth.distribute import is_chief, make_strategy
+    from tf_lth.core import data as data_lib
+    from tf_lth.core import models
+    from tf_lth.core.config import ConfigError
+    from tf_lth.core.distribute import is_chief, make_strategy
     from trainers.lottery import LotteryRun
     from trainers.supermask import LearnedSupermaskRun, UntrainedSupermaskRun
 

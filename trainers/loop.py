@@ -18,10 +18,10 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from tf_lth import preemption
-from tf_lth.config import JIT_MODES
-from tf_lth.layers import masked_layers, walk_layers
-from tf_lth.ticket import reset_optimizer_state, weights_remaining
+from tf_lth.core import preemption
+from tf_lth.core.config import JIT_MODES
+from tf_lth.core.layers import masked_layers, walk_layers
+from tf_lth.core.ticket import reset_optimizer_state, weights_remaining
 
 STEPS_PER_CALL = 100     # most training steps in one compiled call
 CALL_SECONDS = 0.5       # calls are shortened to about this long (signals, progress)
@@ -295,7 +295,7 @@ class Trainer:
             self.optimizer.learning_rate.assign(value)
 
     def reset_optimizer(self) -> None:
-        """Fresh optimizer state by assignment (`tf_lth.ticket.reset_optimizer_state`), so
+        """Fresh optimizer state by assignment (`tf_lth.core.ticket.reset_optimizer_state`), so
         the compiled call is kept; a learning-rate schedule restarts (its step count is
         zeroed too). The training-loss sums start again as well."""
         reset_optimizer_state(self.optimizer)
@@ -348,7 +348,7 @@ class Trainer:
 
         Returns the round's metrics: final and best (lowest validation loss) evaluations,
         throughput and the evaluation history. On SIGTERM or SIGINT (see
-        `tf_lth.preemption`) it checkpoints after the call in progress and raises
+        `tf_lth.core.preemption`) it checkpoints after the call in progress and raises
         `preemption.Preempted`.
         """
         hooks = hooks or RoundHooks()
@@ -455,5 +455,5 @@ def _progress_bar(schedule: Schedule, start_iteration: int):
 
 def mask_summary(model) -> tuple:
     """(overall fraction of masked kernel weights kept, {kernel key: fraction kept}); a
-    kernel key is the layer name for one-kernel layers (`tf_lth.ticket.weights_remaining`)."""
+    kernel key is the layer name for one-kernel layers (`tf_lth.core.ticket.weights_remaining`)."""
     return weights_remaining(model)

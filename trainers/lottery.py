@@ -2,7 +2,7 @@
 
 Experiment layer of tf_lth. `LotteryRun.run()` reads as a table of contents, and a round
 flows one way: its inputs are loaded once from the previous round's files
-(`RoundInputs`); the round engine (`tf_lth.rounds.next_round`) gives the masks and
+(`RoundInputs`); the round engine (`tf_lth.core.rounds.next_round`) gives the masks and
 starting values, assigned to the model; the shared loop trains it (`RoundTrainer`); the
 controls train (`ControlRuns`); then the round's files are written (`RoundFiles`), DONE
 last. Every round is idempotent: a round with a DONE marker is skipped, so `--resume` is
@@ -21,11 +21,11 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from tf_lth import masks, run_files
-from tf_lth import rounds as engine
-from tf_lth.models import check_compatible, layer_group, model_state, set_model_state
-from tf_lth.ticket import assign_round, get_frozen, get_masks, kernel_gradients
-from tf_lth.wrap import kernel_slots
+from tf_lth.core import masks, run_files
+from tf_lth.core import rounds as engine
+from tf_lth.core.models import check_compatible, layer_group, model_state, set_model_state
+from tf_lth.core.ticket import assign_round, get_frozen, get_masks, kernel_gradients
+from tf_lth.core.wrap import kernel_slots
 from trainers import runs
 from trainers.loop import RoundHooks, Schedule, Trainer, mask_summary
 
@@ -38,7 +38,7 @@ def cross_entropy(labels, logits):
 
 
 def train_gradients(model, data, kernel_masks: dict | None = None) -> dict:
-    """`tf_lth.ticket.kernel_gradients` on the first GRADIENT_EXAMPLES training examples."""
+    """`tf_lth.core.ticket.kernel_gradients` on the first GRADIENT_EXAMPLES training examples."""
     batch = (tf.constant(data.train_images[:GRADIENT_EXAMPLES]),
              tf.constant(data.train_labels[:GRADIENT_EXAMPLES]))
     return kernel_gradients(model, batch, loss=cross_entropy, kernel_masks=kernel_masks)
@@ -169,7 +169,7 @@ class RoundTrainer:
 class LotteryRun:
     """Iterative (or one-shot) pruning with rewinding; `--rounds=0` is dense training.
 
-    Kernels are keyed by `tf_lth.wrap.kernel_slots` (the layer name for one-kernel
+    Kernels are keyed by `tf_lth.core.wrap.kernel_slots` (the layer name for one-kernel
     layers), so every kernel kind the Python API masks is pruned here too.
     """
 
@@ -276,7 +276,7 @@ class ControlRuns:
     """The controls of a pruned round (`--controls`, docs/semantics.md, "One round engine").
 
     After the ticket's round trains, each control starts from the round's own starting
-    point with one change (`tf_lth.rounds.control_round`), and trains on the same budget,
+    point with one change (`tf_lth.core.rounds.control_round`), and trains on the same budget,
     Schedule and data order: `random` keeps the ticket's per-kernel kept counts at random
     positions (reset weights, the same mask-0 action); `reinit` keeps the ticket's mask
     on a fresh seeded initialisation. The ticket's trained state is restored afterwards.
@@ -317,7 +317,7 @@ class ControlRuns:
 
 
 def fresh_kernel(slot, seed: int) -> np.ndarray:
-    """A new draw of the kernel's initializer (a `tf_lth.wrap.KernelSlot`), seeded."""
+    """A new draw of the kernel's initializer (a `tf_lth.core.wrap.KernelSlot`), seeded."""
     layer = slot.layer
     prefix = layer.SLOT_PREFIXES[slot.index]
     if prefix:  # SeparableConv2D: depthwise_initializer, pointwise_initializer

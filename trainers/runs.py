@@ -7,9 +7,9 @@ from __future__ import annotations
 
 import os
 
-from tf_lth import config as config_lib
-from tf_lth import run_files, run_lock
-from tf_lth.config import ConfigError
+from tf_lth.core import config as config_lib
+from tf_lth.core import run_files, run_lock
+from tf_lth.core.config import ConfigError
 
 SUMMARY_COLUMNS = [
     "round", "prune_level", "weights_remaining", "test_accuracy", "val_accuracy", "test_loss",
@@ -95,9 +95,9 @@ def round_records(run_dir: str) -> list:
 
 def kernels_from_state(model, state: dict, what: str = "saved weights") -> dict:
     """{kernel key: kernel array} of `model`'s masked kernels in a saved model state
-    (`tf_lth.models.model_state`: variable path -> array). CorruptFileError names `what`
+    (`tf_lth.core.models.model_state`: variable path -> array). CorruptFileError names `what`
     when a kernel is missing."""
-    from tf_lth.ticket import kernel_values  # Keras: not for the tfmot baseline's parent
+    from tf_lth.core.ticket import kernel_values  # Keras: not for the tfmot baseline's parent
 
     return kernel_values(model, state, model.variables, what=what,
                          error=run_files.CorruptFileError)

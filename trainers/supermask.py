@@ -14,12 +14,12 @@ import time
 import numpy as np
 import tensorflow as tf
 
-from tf_lth import actions, masks, preemption, run_files
-from tf_lth import rounds as engine
-from tf_lth.config import ConfigError
-from tf_lth.layers import masked_layers
-from tf_lth.models import layer_group, set_model_state
-from tf_lth.wrap import kernel_slots
+from tf_lth.core import actions, masks, preemption, run_files
+from tf_lth.core import rounds as engine
+from tf_lth.core.config import ConfigError
+from tf_lth.core.layers import masked_layers
+from tf_lth.core.models import layer_group, set_model_state
+from tf_lth.core.wrap import kernel_slots
 from trainers import runs
 from trainers.loop import Trainer
 from trainers.lottery import LotteryRun, RoundTrainer, train_gradients

@@ -26,10 +26,10 @@ import os
 import subprocess
 import sys
 
-from tf_lth import config as config_lib
-from tf_lth import preemption, run_files
-from tf_lth.config import ConfigError
-from tf_lth.data import DataError
+from tf_lth.core import config as config_lib
+from tf_lth.core import preemption, run_files
+from tf_lth.core.config import ConfigError
+from tf_lth.core.data import DataError
 from trainers import runs
 
 WORKER = "trainers.tfmot_worker"  # run with python -m, from the repository root

@@ -8,7 +8,7 @@ It uses only the NumPy/TensorFlow parts of tf_lth
 
 What it does, for level r of `--arch`'s lottery schedule (docs/semantics.md, Networks to Pruning schedule):
 - builds the arch in tf_keras with the same layer names and the same seeded Glorot-normal
-  kernels and zero biases as `tf_lth.models.build` (the initial weights are identical);
+  kernels and zero biases as `tf_lth.core.models.build` (the initial weights are identical);
 - wraps each prunable layer in `prune_low_magnitude` with its own PolynomialDecay schedule
   from 0 to `1 - kept_count(size, rate, r) / size` (hidden and output layers keep
   different fractions, as in the lottery schedule);
@@ -30,7 +30,7 @@ import time
 EXIT_CONFIG, EXIT_DATA = 2, 6  # the same statuses as trainers/tfmot_baseline.py
 _PARENT = os.getppid()  # the tfmot_baseline run; when it is gone, the worker stops
 
-# (conv filters per block, dense units before the output layer), as in tf_lth.models.
+# (conv filters per block, dense units before the output layer), as in tf_lth.core.models.
 CONV_ARCHS = {
     "conv2": ([[64, 64]], [256, 256]),
     "conv4": ([[64, 64], [128, 128]], [256, 256]),
@@ -45,10 +45,10 @@ def _fail(message: str, status: int) -> None:
 
 
 def load_data(config: dict):
-    """The run's data (`tf_lth.data.for_config`, which imports no Keras)."""
+    """The run's data (`tf_lth.core.data.for_config`, which imports no Keras)."""
     import types
 
-    from tf_lth import data as data_lib
+    from tf_lth.core import data as data_lib
 
     return data_lib.for_config(types.SimpleNamespace(**config))
 
@@ -62,7 +62,7 @@ def build_model(arch: str, input_shape, num_classes: int, seed, schedules=None):
     index = iter(range(1_000_000))
 
     def layer(kind, *args, **kwargs):
-        number = next(index)  # the same seed per layer as tf_lth.models.build
+        number = next(index)  # the same seed per layer as tf_lth.core.models.build
         kwargs.update(
             kernel_initializer=tf_keras.initializers.GlorotNormal(
                 seed=None if seed is None else seed * 1000 + number),
@@ -112,7 +112,7 @@ def kernel_layers(model) -> dict:
 
 
 def layer_group(name: str, names: list) -> str:
-    """conv, dense or output (the last Dense): the prune-rate group, as tf_lth.models."""
+    """conv, dense or output (the last Dense): the prune-rate group, as tf_lth.core.models."""
     if name.startswith("conv_"):
         return "conv"
     return "output" if name == names[-1] else "dense"
@@ -187,7 +187,7 @@ def pruning_for(config: dict, data, level: int, iterations: int) -> Pruning:
     """The per-layer targets, measured on an unwrapped build of the arch."""
     import numpy as np
 
-    from tf_lth import masks
+    from tf_lth.core import masks
 
     plain = build_model(config["arch"], data.image_shape, data.num_classes, config["seed"])
     layers = kernel_layers(plain)
@@ -253,7 +253,7 @@ class Evaluations:
         return zeros / self.total
 
     def __call__(self, iteration: int, train_loss=None) -> dict:
-        from tf_lth import run_files
+        from tf_lth.core import run_files
 
         val_loss, val_accuracy = self.evaluate(self.data.val_images, self.data.val_labels)
         test_loss, test_accuracy = self.evaluate(self.data.test_images, self.data.test_labels)
@@ -341,7 +341,7 @@ def level_record(level: int, pruning: Pruning, kept_masks: dict, finals: dict, h
 def write_level(out_dir: str, initial: dict, final_kernels: dict, kept_masks: dict,
                 record: dict) -> None:
     """initial.npz, final.npz, masks.npz and record.json, each written atomically."""
-    from tf_lth import run_files
+    from tf_lth.core import run_files
 
     run_files.save_arrays(os.path.join(out_dir, "initial.npz"), initial)
     run_files.save_arrays(os.path.join(out_dir, "final.npz"),
@@ -356,7 +356,7 @@ def run(spec: dict) -> dict:
     import tf_keras
     import tensorflow_model_optimization as tfmot
 
-    from tf_lth.data import DataError
+    from tf_lth.core.data import DataError
 
     config, level, out_dir = spec["config"], int(spec["level"]), spec["out_dir"]
     if config.get("deterministic"):
@@ -405,7 +405,7 @@ def run(spec: dict) -> dict:
 def _stop_if_signalled(level: int, iteration: int) -> None:
     """Exits between steps on SIGTERM or SIGINT (passed on by tfmot_baseline.py), or when
     the parent is gone: the level has no DONE marker, so --resume trains it again."""
-    from tf_lth import preemption
+    from tf_lth.core import preemption
 
     signum = preemption.requested()
     if signum:
@@ -441,7 +441,7 @@ def main(argv) -> int:
         _fail("usage: tfmot_worker.py ROUND_DIR/worker_spec.json", EXIT_CONFIG)
     with open(argv[1], encoding="utf-8") as stream:
         spec = json.load(stream)
-    from tf_lth import preemption
+    from tf_lth.core import preemption
 
     preemption.install()  # SIGTERM/SIGINT: stop at the next training step
     run(spec)

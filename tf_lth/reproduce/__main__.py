@@ -1,8 +1,8 @@
-"""`python -m tf_lth.reproduce`: see `tf_lth.reproduce.cli`."""
+"""`python -m tf_lth.reproduce`: see tf_lth/cli/reproduce/cli.py."""
 
 import sys
 
-from tf_lth.reproduce.cli import main
+from tf_lth.cli.reproduce.cli import main
 
 if __name__ == "__main__":
     sys.exit(main())
