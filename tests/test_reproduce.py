@@ -192,7 +192,7 @@ def test_names_come_from_the_core_registries():
     # four or more criteria or actions, except the paper's own Figure 2 selection
     registry = set(masks.CRITERIA) | set(actions.MASK_ONE_ACTIONS) | \
         set(actions.MASK_ZERO_ACTIONS)
-    folder = os.path.join(ROOT, "tf_lth", "reproduce")
+    folder = os.path.join(ROOT, "tf_lth", "cli", "reproduce")
     found = []
     for name in sorted(os.listdir(folder)):
         if name.endswith(".py"):

@@ -241,7 +241,7 @@ def assert_same_results(reference, other, rounds=ROUNDS):
 # ---- 1. a lottery run ------------------------------------------------------------------
 def test_the_old_code_is_what_ran(upgrade):
     """The exported tree, not this checkout, is imported by the old runs."""
-    process = subprocess.run([sys.executable, "-c", "import tf_lth.cli.train as t; print(t.__file__)"],
+    process = subprocess.run([sys.executable, "-c", "import tf_lth.train as t; print(t.__file__)"],
                              cwd=upgrade["old"], env=_env(upgrade["old"]), capture_output=True,
                              text=True, timeout=120)
     assert process.stdout.strip() == os.path.join(upgrade["old"], "tf_lth", "train.py")
