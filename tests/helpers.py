@@ -50,3 +50,18 @@ def snapshot(folder):
             with open(path, "rb") as stream:
                 state[os.path.relpath(path, folder)] = (stream.read(), os.stat(path).st_mtime_ns)
     return state
+
+
+def metrics_lines(run_dir, round_index):
+    """Evaluations a run has recorded in round `round_index` so far (0 before any)."""
+    path = os.path.join(run_dir, f"round_{round_index:03d}", "metrics.jsonl")
+    if not os.path.exists(path):
+        return 0
+    with open(path, encoding="utf-8") as stream:
+        return sum(1 for line in stream if line.strip())
+
+
+def mid_round_2(run_dir):
+    """Round 1 done and round 2 evaluated at iteration 25 of 200."""
+    return (os.path.exists(os.path.join(run_dir, "round_001", "DONE"))
+            and metrics_lines(run_dir, 2) >= 2)

@@ -32,7 +32,7 @@ import time
 import numpy as np
 import pytest
 
-from tests.helpers import ROOT, snapshot
+from tests.helpers import ROOT, metrics_lines, mid_round_2, snapshot
 
 FLAGS = ["--experiment=lottery", "--dataset=synthetic_mnist", "--iterations=200",
          "--eval_every=25", "--rounds=2", "--seed=7", "--deterministic", "--noprogress"]
@@ -77,25 +77,11 @@ def run_and_kill(run_dir, extra, ready, deadline_s=400):
     return output
 
 
-def _metrics_lines(run_dir, round_index):
-    path = os.path.join(run_dir, f"round_{round_index:03d}", "metrics.jsonl")
-    if not os.path.exists(path):
-        return 0
-    with open(path, encoding="utf-8") as stream:
-        return sum(1 for line in stream if line.strip())
-
-
-def mid_round_2(run_dir):
-    """Round 1 done and round 2 evaluated at iteration 25 of 200."""
-    return (os.path.exists(os.path.join(run_dir, "round_001", "DONE"))
-            and _metrics_lines(run_dir, 2) >= 2)
-
-
 def after_checkpoint_in_round_2(run_dir):
     """Round 2 checkpointed (its only one: iteration 100, --checkpoint_every=100) and
     evaluated after it (iteration 125), so the kill lands between iterations 125 and 200."""
     return (os.path.exists(os.path.join(run_dir, "round_002", "checkpoint", "state.json"))
-            and _metrics_lines(run_dir, 2) >= 6)
+            and metrics_lines(run_dir, 2) >= 6)
 
 
 def parallel(jobs: dict) -> dict:
@@ -349,7 +335,7 @@ def test_sigkill_in_the_middle_of_round_2_then_resume_equals_the_uninterrupted_r
     assert os.path.exists(os.path.join(killed, "round_001", "DONE"))
     assert os.path.isdir(os.path.join(killed, "round_002"))
     assert not os.path.exists(os.path.join(killed, "round_002", "DONE"))
-    assert _metrics_lines(killed, 2) >= 2  # evaluated at iteration 25 (of 200) at least
+    assert metrics_lines(killed, 2) >= 2  # evaluated at iteration 25 (of 200) at least
     assert_every_file_readable(killed)
     returncode, stdout, stderr = second_wave["outcome"]["resumed"]
     assert returncode == 0, stderr[-3000:]
@@ -367,7 +353,7 @@ def test_sigkill_after_an_in_round_checkpoint_resumes_from_it_with_optimizer_and
     state = read_json(os.path.join(killed, "round_002", "checkpoint", "state.json"))
     assert state["iteration"] == 100
     # evaluations after the checkpoint were logged before the kill; resuming drops them
-    assert _metrics_lines(killed, 2) > len(state["history"])
+    assert metrics_lines(killed, 2) > len(state["history"])
     assert_every_file_readable(killed)
     returncode, stdout, stderr = second_wave["outcome"]["resumed_ckpt"]
     assert returncode == 0, stderr[-3000:]

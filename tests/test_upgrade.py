@@ -38,7 +38,7 @@ import time
 import numpy as np
 import pytest
 
-from tests.helpers import ROOT
+from tests.helpers import ROOT, metrics_lines, mid_round_2
 
 OLD_COMMIT = "02ef4a4"
 COMMON = ["--dataset=synthetic_mnist", "--arch=fc", "--iterations=200", "--eval_every=25",
@@ -85,23 +85,9 @@ def cli(tree, module, *args, timeout=600):
     return process.returncode, process.stdout, process.stderr
 
 
-def _metrics_lines(run_dir, round_index):
-    path = os.path.join(run_dir, f"round_{round_index:03d}", "metrics.jsonl")
-    if not os.path.exists(path):
-        return 0
-    with open(path, encoding="utf-8") as stream:
-        return sum(1 for line in stream if line.strip())
-
-
-def mid_round_2(run_dir):
-    """Round 1 done and round 2 evaluated at iteration 25 of 200."""
-    return (os.path.exists(os.path.join(run_dir, "round_001", "DONE"))
-            and _metrics_lines(run_dir, 2) >= 2)
-
-
 def supermask_mid_round(run_dir):
     """The learned supermask round evaluated at iteration 50 (of 200) at least."""
-    return _metrics_lines(run_dir, 0) >= 3
+    return metrics_lines(run_dir, 0) >= 3
 
 
 def train_and_sigterm(tree, flags, run_dir, ready, deadline_s=400):
