@@ -40,8 +40,8 @@ import time
 
 import pytest
 
-from tests.helpers import ROOT, snapshot
-from tests.test_reliability import (FLAGS, NPZ_FILES, _command, _env, _metrics_lines,
+from tests.helpers import ROOT, metrics_lines, snapshot
+from tests.test_reliability import (FLAGS, NPZ_FILES, _command, _env,
                                     assert_bitwise_equal, assert_every_file_readable,
                                     assert_same_run, last_error_line, mid_round_2, read_json,
                                     run, without_timing)
@@ -82,7 +82,7 @@ def run_and_signal(run_dir, ready, round_index, signals=(signal.SIGTERM,), flags
             assert process.poll() is None, "the run ended before the signal"
             assert time.time() < deadline, "the signal point was never reached"
             time.sleep(0.005)
-        seen = _last_iteration(run_dir, round_index) if _metrics_lines(
+        seen = _last_iteration(run_dir, round_index) if metrics_lines(
             run_dir, round_index) else None
         for index, number in enumerate(signals):
             if index:
@@ -106,7 +106,7 @@ def round_0_started(run_dir):
 
 def supermask_mid_round(run_dir):
     """The supermask round compiled and evaluated at iteration 50 (of 200) at least."""
-    return _metrics_lines(run_dir, 0) >= 3
+    return metrics_lines(run_dir, 0) >= 3
 
 
 def temporaries(run_dir):
@@ -148,7 +148,7 @@ def second_process_on_a_live_run(run_dir):
                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     deadline = time.time() + 400
     try:
-        while _metrics_lines(run_dir, 0) < 1:  # training: the folder is the run's
+        while metrics_lines(run_dir, 0) < 1:  # training: the folder is the run's
             assert process.poll() is None, "the run ended too early"
             assert time.time() < deadline
             time.sleep(0.01)
@@ -266,7 +266,7 @@ def waves(tmp_path_factory, small_tmpfs):
         stopped[name] = dict(
             state=read_json(state_path) if os.path.exists(state_path) else None,
             metrics=[json.loads(line) for line in open(os.path.join(folder, "metrics.jsonl"))
-                     if line.strip()] if _metrics_lines(d[name], round_index) else [],
+                     if line.strip()] if metrics_lines(d[name], round_index) else [],
             done=os.path.exists(os.path.join(folder, "DONE")),
             temporaries=temporaries(d[name]))
         try:
