@@ -35,10 +35,10 @@ import subprocess
 import sys
 import time
 
-import numpy as np
 import pytest
 
 from tests.helpers import ROOT, metrics_lines, mid_round_2
+from tests.test_reliability import assert_bitwise_equal, read_json
 
 OLD_COMMIT = "02ef4a4"
 COMMON = ["--dataset=synthetic_mnist", "--arch=fc", "--iterations=200", "--eval_every=25",
@@ -166,24 +166,6 @@ def upgrade(tmp_path_factory):
 
 
 # ---- comparing runs --------------------------------------------------------------------
-def arrays(path):
-    with np.load(path, allow_pickle=False) as archive:
-        return {key: archive[key] for key in archive.files}
-
-
-def assert_bitwise_equal(path_a, path_b):
-    a, b = arrays(path_a), arrays(path_b)
-    assert sorted(a) == sorted(b), (path_a, path_b)
-    for key in a:
-        assert a[key].dtype == b[key].dtype and a[key].shape == b[key].shape, (path_b, key)
-        assert a[key].tobytes() == b[key].tobytes(), f"{path_b}: {key} differs"
-
-
-def read_json(path):
-    with open(path, encoding="utf-8") as stream:
-        return json.load(stream)
-
-
 def read_jsonl(path):
     with open(path, encoding="utf-8") as stream:
         return [json.loads(line) for line in stream if line.strip()]

@@ -168,8 +168,7 @@ class GradualUpdater(MaskUpdater):
         _, value = self.schedule(step)
         tf.cond(self.should_prune(step), lambda: self._update_masks(value),
                 lambda: tf.constant(False))
-        for slot in self.slots:
-            slot.kernel.assign(slot.kernel * slot.mask)
+        self.zero_pruned()
 
 
 def _m_by_n(value):
