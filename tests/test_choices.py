@@ -33,6 +33,10 @@ IDENTITY = {
     "validation_size", "supermask_weights", "sigmoid_bias", "constant_multiplier",
     "mask_sampling", "keep_fraction", "lr_schedule", "weight_decay", "controls",
     "dynamic_scaling", "prune_levels", "weight_treatments", "source_run", "eval_every",
+    # sparse training (gradual, dynamic_sparse): new flags, whose defaults old runs had
+    "initial_sparsity", "final_sparsity", "begin_step", "end_step", "pruning_frequency",
+    "pruning_power", "sparse_method", "sparsity_distribution", "update_every",
+    "drop_fraction", "update_end_step",
 }
 
 

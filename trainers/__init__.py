@@ -29,6 +29,7 @@ def run(config, data=None, log=print):
     from tf_lth.core.config import ConfigError
     from tf_lth.core.distribute import is_chief, make_strategy
     from trainers.lottery import LotteryRun
+    from trainers.sparse import SparseTrainingRun
     from trainers.supermask import LearnedSupermaskRun, UntrainedSupermaskRun
 
     strategy = make_strategy(config.strategy)  # multi_worker: before any TensorFlow op
@@ -52,6 +53,8 @@ def run(config, data=None, log=print):
         "lottery": LotteryRun,
         "learned_supermask": LearnedSupermaskRun,
         "untrained_supermask": UntrainedSupermaskRun,
+        "gradual": SparseTrainingRun,
+        "dynamic_sparse": SparseTrainingRun,
     }
     experiment = experiments[config.experiment](config, data, models.for_config(config, data),
                                                 strategy, log=log)

@@ -10,6 +10,8 @@ values reach the host only there.
 
 from __future__ import annotations
 
+import bisect
+import contextlib
 import dataclasses
 import math
 import time
@@ -70,6 +72,8 @@ class Schedule:
     round_index: int = 0
     label: str = "train"
     progress: bool = True
+    mask_update_at: tuple = ()  # steps at which a mask updater changes the masks
+
 
     def next_boundary(self, iteration: int) -> int:
         """The first iteration after `iteration` at which a call must end."""
@@ -78,6 +82,9 @@ class Schedule:
             if every > 0:
                 candidates.append((iteration // every + 1) * every)
         candidates += [at for at in self.snapshot_at if at > iteration]
+        later = bisect.bisect_right(self.mask_update_at, iteration)
+        if later < len(self.mask_update_at):
+            candidates.append(self.mask_update_at[later])
         return min(candidates)
 
     def checkpoint_due(self, iteration: int) -> bool:
@@ -96,6 +103,9 @@ class RoundHooks:
 
     def snapshot(self, iteration: int) -> None:
         """The weights at `iteration`, one of `Schedule.snapshot_at`, are wanted."""
+
+    def masks_updated(self, iteration: int) -> None:
+        """The mask updater changed the masks at step `iteration` (`Schedule.mask_update_at`)."""
 
 
 class _DeviceData:
@@ -151,7 +161,7 @@ class Trainer:
 
     def __init__(self, model, optimizer_name="adam", learning_rate=1e-3, momentum=0.9,
                  strategy=None, jit_compile="auto", steps_per_call=STEPS_PER_CALL, log=print,
-                 weight_decay=0.0, cosine_steps=0):
+                 weight_decay=0.0, cosine_steps=0, mask_updater=None):
         if jit_compile not in JIT_MODES:
             raise ValueError(f"jit_compile must be one of {', '.join(JIT_MODES)}. "
                              f"Received: {jit_compile!r}")
@@ -165,6 +175,11 @@ class Trainer:
                 f"--jit_compile=on is not supported with {self.replicas} replicas; allowed "
                 "there: auto or off (the plain graph).")
         self.jit_mode = jit_compile
+        # changes masks inside each step (tf_lth.core.sparse_training): one replica only
+        self.mask_updater = mask_updater
+        if mask_updater is not None and self.replicas > 1:
+            raise ValueError("a mask updater (gradual pruning, dynamic sparse training) runs on "
+                             "one replica; allowed: --strategy=default.")
         self.jit = jit_compile == "on" or (jit_compile == "auto" and self.replicas == 1
                                            and self._xla_suits(model))
         self.scheduled = cosine_steps > 0  # the schedule, not set_learning_rate, sets the rate
@@ -208,13 +223,20 @@ class Trainer:
         self._eval_call = tf.function(self._evaluate_chunks, jit_compile=jit)
 
     # ---- compiled math -------------------------------------------------------------
+    def _batch_loss(self, images, labels, global_batch_size, training=True):
+        logits = self.model(images, training=training)
+        per_example = keras.losses.sparse_categorical_crossentropy(labels, logits,
+                                                                   from_logits=True)
+        return tf.reduce_sum(per_example) / tf.cast(global_batch_size, tf.float32)
+
     def _replica_step(self, images, labels, global_batch_size):
-        with tf.GradientTape() as tape:
-            logits = self.model(images, training=True)
-            per_example = keras.losses.sparse_categorical_crossentropy(
-                labels, logits, from_logits=True
-            )
-            loss = tf.reduce_sum(per_example) / tf.cast(global_batch_size, tf.float32)
+        updater = self.mask_updater
+        if updater is not None:  # the step's mask work, before its forward pass
+            updater.before_step(images, labels, lambda x, y: self._batch_loss(
+                x, y, global_batch_size, training=False))
+        with updater.training_mode() if updater is not None else contextlib.nullcontext():
+            with tf.GradientTape() as tape:
+                loss = self._batch_loss(images, labels, global_batch_size)
         variables = self.model.trainable_variables
         gradients = tape.gradient(loss, variables)
         self.optimizer.apply(gradients, variables)
@@ -315,9 +337,12 @@ class Trainer:
     def checkpoint(self):
         # model.variables also lists what Keras leaves out of tf.train's object graph (the
         # supermask layers' seed-generator states), so a resumed round samples the same masks
+        extra = {}
+        if self.mask_updater is not None:
+            extra["mask_updater"] = list(self.mask_updater.variables)
         return tf.train.Checkpoint(model=self.model, optimizer=self.optimizer,
                                    loss_sum=self.loss_sum, loss_count=self.loss_count,
-                                   model_variables=list(self.model.variables))
+                                   model_variables=list(self.model.variables), **extra)
 
     # ---- evaluation ----------------------------------------------------------------
     def device_data(self, data) -> _DeviceData:
@@ -388,6 +413,8 @@ class Trainer:
                 iteration += count
                 if iteration in schedule.snapshot_at:
                     hooks.snapshot(iteration)
+                if schedule.mask_update_at and _contains(schedule.mask_update_at, iteration):
+                    hooks.masks_updated(iteration)
                 if due(iteration, schedule.eval_every, total):
                     loss_value = self._take_train_loss(schedule.round_index, iteration)
                     record = self.evaluate_splits(data, iteration)
@@ -438,6 +465,11 @@ class Trainer:
         self.loss_count.assign(0.0)
         self.first_nonfinite.assign(0.0)
         return loss_value
+
+
+def _contains(sorted_steps: tuple, step: int) -> bool:
+    index = bisect.bisect_left(sorted_steps, step)
+    return index < len(sorted_steps) and sorted_steps[index] == step
 
 
 def _progress_bar(schedule: Schedule, start_iteration: int):

@@ -80,14 +80,16 @@ class RoundTrainer:
     the round's record and its `RoundFiles`; what happens between rounds is the run's.
     """
 
-    def __init__(self, config, data, model, strategy, log=print):
+    def __init__(self, config, data, model, strategy, log=print, mask_updater=None):
         self.config, self.data, self.model, self.log = config, data, model, log
         self.iterations = config.train_iterations(data.steps_per_epoch(config.batch_size))
+        self.mask_updater = mask_updater  # masks that change while training (gradual, RigL)
         self.trainer = Trainer(
             model, config.optimizer, config.learning_rate, config.momentum,
             strategy=strategy, jit_compile=config.jit_compile, log=log,
             weight_decay=config.weight_decay,
-            cosine_steps=self.iterations if config.lr_schedule == "cosine" else 0)
+            cosine_steps=self.iterations if config.lr_schedule == "cosine" else 0,
+            mask_updater=mask_updater)
         check_compatible(config, data)  # also --rewind_iteration against the length
         self.tb_writer = tf.summary.create_file_writer(os.path.join(config.run_dir, "tb"))
         self.initial_state = model_state(model)
@@ -104,7 +106,9 @@ class RoundTrainer:
             and config.rewind_iteration > 0 else (),
             round_index=round_index,
             label=f"round {round_index}" + (f" {control} control" if control else ""),
-            progress=config.progress)
+            progress=config.progress,
+            mask_update_at=tuple(self.mask_updater.update_steps(self.iterations))
+            if self.mask_updater is not None and not control else ())
 
     def train(self, round_index: int, prune_level: int) -> TrainedRound:
         """Trains the model as it is (or resumes the round's checkpoint); the round's
@@ -112,7 +116,10 @@ class RoundTrainer:
         config = self.config
         files = RoundFiles(config.run_dir, round_index, self.tb_writer,
                            self.trainer.checkpoint, lambda: model_state(self.model),
-                           self.iterations)
+                           self.iterations, kept_counts=self.mask_updater.kept_counts
+                           if self.mask_updater is not None else None,
+                           kernel_sizes=self.mask_updater.kernel_sizes
+                           if self.mask_updater is not None else None)
         start_iteration, history = files.recover()
         if start_iteration:
             self.log(f"round {round_index}: resuming at iteration {start_iteration}")
@@ -129,12 +136,15 @@ class RoundTrainer:
                  f"{self.iterations} iterations")
         metrics = self.trainer.fit(self.data, self.schedule(round_index), files,
                                    start_iteration, history)
+        if self.mask_updater is not None:  # the masks moved: what the round ends with
+            self.mask_updater.zero_pruned()
+            weights_remaining, layer_fractions = mask_summary(self.model)
         self.tb_writer.flush()
         history = metrics.pop("history")
         record = {
             "round": round_index,
             "prune_level": prune_level,
-            "criterion": config.criterion if round_index else "dense",
+            "criterion": _criterion_label(config, round_index),
             "mask_one_action": config.mask_one_action,
             "mask_zero_action": config.mask_zero_action,
             "mask_block": config.mask_block,
@@ -164,6 +174,15 @@ class RoundTrainer:
         self.log(f"round {record['round']}: test accuracy {100 * record['test_accuracy']:.2f}% "
                  f"(at best validation loss: {100 * best['test_accuracy']:.2f}%, iteration "
                  f"{best['iteration']}), {record['examples_per_second']:.0f} examples/s")
+
+
+def _criterion_label(config, round_index: int) -> str:
+    """What chose the round's mask: the criterion, "dense", or the sparse-training method."""
+    if config.experiment == "gradual":
+        return "gradual_magnitude"
+    if config.experiment == "dynamic_sparse":
+        return config.sparse_method
+    return config.criterion if round_index else "dense"
 
 
 class LotteryRun:
@@ -379,8 +398,12 @@ class RoundFiles(RoundHooks):
     """
 
     def __init__(self, run_dir: str, round_index: int, tb_writer, checkpoint, state,
-                 steps_per_round: int):
+                 steps_per_round: int, kept_counts=None, kernel_sizes=None):
         self.run_dir, self.round_index = run_dir, round_index
+        self.kept_counts = kept_counts  # {kernel key: kept} now, when masks change in training
+        self.kernel_sizes = kernel_sizes or {}  # {kernel key: weights}
+        self.mask_updates_path = os.path.join(run_files.round_dir(run_dir, round_index),
+                                              "mask_updates.jsonl")
         self.folder = run_files.round_dir(run_dir, round_index)
         self.tb_writer, self.checkpoint, self.state = tb_writer, checkpoint, state
         self.steps_per_round = steps_per_round
@@ -407,13 +430,20 @@ class RoundFiles(RoundHooks):
         # evaluations logged after the checkpoint are repeated, so they are dropped
         run_files.write_text(self.metrics_path,
                              "".join(json.dumps(item) + "\n" for item in history))
-        return int(state["iteration"]), history
+        iteration = int(state["iteration"])
+        if os.path.exists(self.mask_updates_path):  # so are mask updates after it
+            kept = [item for item in run_files.read_jsonl(self.mask_updates_path)
+                    if item["iteration"] <= iteration]
+            run_files.write_text(self.mask_updates_path,
+                                 "".join(json.dumps(item) + "\n" for item in kept))
+        return iteration, history
 
     def start(self, start_state: dict) -> None:
         """A fresh round: its starting weights saved, stale metrics removed."""
         run_files.save_arrays(os.path.join(self.folder, "initial.npz"), start_state)
-        if os.path.exists(self.metrics_path):
-            os.unlink(self.metrics_path)
+        for path in (self.metrics_path, self.mask_updates_path):
+            if os.path.exists(path):
+                os.unlink(path)
 
     # ---- the loop's hooks --------------------------------------------------------------
     def evaluated(self, record: dict) -> None:
@@ -426,6 +456,19 @@ class RoundFiles(RoundHooks):
 
     def snapshot(self, iteration: int) -> None:
         run_files.save_arrays(os.path.join(self.folder, "rewind.npz"), self.state())
+
+    def masks_updated(self, iteration: int) -> None:
+        """Each kernel's kept count after the update at step `iteration`: a line of
+        mask_updates.jsonl and TensorBoard's per-kernel sparsity (tfmot's PruningSummaries)."""
+        if self.kept_counts is None:
+            return
+        kept = self.kept_counts()
+        run_files.append_jsonl(self.mask_updates_path, {"iteration": iteration, "kept": kept})
+        step = self.round_index * self.steps_per_round + iteration
+        with self.tb_writer.as_default(step=step):
+            for key, count in kept.items():
+                size = self.kernel_sizes.get(key) or 1
+                tf.summary.scalar(f"pruning/{key}/sparsity", 1.0 - count / size)
 
     def save_checkpoint(self, iteration: int, history: list) -> None:
         """Model, optimizer and history at `iteration`, swapped in as one directory."""

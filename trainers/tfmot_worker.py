@@ -119,13 +119,10 @@ def layer_group(name: str, names: list) -> str:
 
 
 def pruning_window(iterations: int, frequency: int = 100) -> tuple:
-    """(begin_step, end_step, frequency) inside the budget: prune over about the 10%..60%
-    of training, in steps of `frequency` so that end_step is a pruning step, then train the
-    remaining iterations at the target sparsity."""
-    frequency = max(1, min(frequency, iterations // 4))
-    begin = frequency * int(round(0.1 * iterations / frequency))
-    end = begin + frequency * max(1, int(0.5 * iterations / frequency))
-    return begin, min(end, iterations), frequency
+    """The baseline's (begin_step, end_step, frequency): `tf_lth.core.sparsity.pruning_window`."""
+    from tf_lth.core.sparsity import pruning_window as window
+
+    return window(iterations, frequency)
 
 
 def make_optimizer(name: str, learning_rate: float, momentum: float):

@@ -11,6 +11,7 @@ from __future__ import annotations
 # ---- runs (docs/semantics.md, Networks; Training) --------------------------------------------
 EXPERIMENTS: tuple[str, ...] = (
     "dense", "lottery", "untrained_supermask", "learned_supermask", "tfmot_baseline",
+    "gradual", "dynamic_sparse",
 )
 ARCHS: tuple[str, ...] = ("fc", "conv2", "conv4", "conv6")
 # Datasets built in; every other --dataset name is a tfds image classification dataset.
@@ -97,4 +98,6 @@ TUNABLE_EXPERIMENTS: tuple[str, ...] = ("dense", "lottery", "learned_supermask")
 
 # ---- sparse training beyond tickets (docs/sparse_training.md) ---------------------------------
 SPARSE_METHODS: tuple[str, ...] = ("rigl", "set", "static")
+# Experiments whose masks change while training (one round, tf_lth.core.sparse_training).
+SPARSE_EXPERIMENTS: tuple[str, ...] = ("gradual", "dynamic_sparse")
 SPARSITY_DISTRIBUTIONS: tuple[str, ...] = ("erk", "uniform")

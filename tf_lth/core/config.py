@@ -144,6 +144,37 @@ class Config:
                               allowed=choices.CONTROLS, identity=True)
     dynamic_scaling: bool = setting(False, "Rescale kernels by size / kept every step.",
                                     identity=True)
+    initial_sparsity: float = setting(0.0, "--experiment=gradual: the sparsity at --begin_step "
+                                      "(tfmot's PolynomialDecay).", identity=True)
+    final_sparsity: float | None = setting(None, "--experiment=gradual: the sparsity reached "
+                                           "at --end_step; --experiment=dynamic_sparse (and "
+                                           "tfmot_baseline, one uniform target instead of the "
+                                           "lottery levels): the target held from the first "
+                                           "step. In [0, 1).", identity=True)
+    begin_step: int | None = setting(None, "--experiment=gradual: the first pruning step (step 1 "
+                                     "is the first batch); default 10% of the round, a "
+                                     "multiple of --pruning_frequency.", identity=True)
+    end_step: int | None = setting(None, "--experiment=gradual: the last pruning step; default "
+                                   "60% of the round, a pruning step.", identity=True)
+    pruning_frequency: int = setting(100, "--experiment=gradual: steps between pruning steps.",
+                                     identity=True)
+    pruning_power: float = setting(3.0, "--experiment=gradual: PolynomialDecay's exponent.",
+                                   identity=True)
+    sparse_method: str = setting("rigl", "--experiment=dynamic_sparse: how connections move "
+                                 "(rigl: grow by the dense gradient; set: grow at random; "
+                                 "static: a fixed random mask).",
+                                 allowed=choices.SPARSE_METHODS, identity=True)
+    sparsity_distribution: str = setting("erk", "--experiment=dynamic_sparse: per-layer "
+                                         "densities (erk: Erdos-Renyi-Kernel; uniform).",
+                                         allowed=choices.SPARSITY_DISTRIBUTIONS, identity=True)
+    update_every: int = setting(100, "--experiment=dynamic_sparse: steps between mask updates "
+                                "(0: static).", identity=True)
+    drop_fraction: float = setting(0.3, "--experiment=dynamic_sparse: fraction of active "
+                                   "weights moved at the first update (cosine decay to 0).",
+                                   identity=True)
+    update_end_step: int | None = setting(None, "--experiment=dynamic_sparse: the last step "
+                                          "that moves connections; default 75% of the round.",
+                                          identity=True)
     eval_samples: int = setting(10, "Sampled masks averaged at evaluation.")
     supermask_export: str = setting("expected", "Mask a learned supermask exports.",
                                     allowed=choices.SUPERMASK_EXPORTS)
@@ -271,6 +302,7 @@ def make(**values) -> Config:
     _check_choices(config)
     _check_combinations(config)
     _check_numbers(config)
+    _check_sparse_training(config)
     _check_run_dir(config)
     return config
 
@@ -386,6 +418,98 @@ def _check_numbers(config: Config) -> None:
             f"--prune_levels={config.prune_levels} is not allowed; allowed: round counts >= 0."
         )
     _at_least_zero("validation_size", config.validation_size)
+
+
+_GRADUAL_SETTINGS = ("initial_sparsity", "begin_step", "end_step", "pruning_frequency",
+                     "pruning_power")
+_DYNAMIC_SETTINGS = ("sparse_method", "sparsity_distribution", "update_every", "drop_fraction",
+                     "update_end_step")
+
+
+def _in_unit_interval(flag: str, value) -> None:
+    if value is not None and not (math.isfinite(value) and 0.0 <= value < 1.0):
+        raise ConfigError(f"--{flag}={value} is not allowed; allowed: 0 <= {flag} < 1.")
+
+
+def _check_sparse_training(config: Config) -> None:
+    """The gradual-pruning and dynamic-sparse settings (docs/sparse_training.md): each in its
+    range, and only with the experiment that reads it."""
+    experiment = config.experiment
+    for names, owners in ((_GRADUAL_SETTINGS, ("gradual", "tfmot_baseline")),
+                          (_DYNAMIC_SETTINGS, ("dynamic_sparse",))):
+        for name in names:
+            if experiment not in owners and getattr(config, name) != default(name):
+                raise ConfigError(f"--{name} needs --experiment={' or '.join(owners)} (got "
+                                  f"{experiment!r}).")
+    if experiment == "tfmot_baseline" and config.final_sparsity is None:
+        for name in _GRADUAL_SETTINGS:
+            if getattr(config, name) != default(name):
+                raise ConfigError(f"--{name} with --experiment=tfmot_baseline needs "
+                                  "--final_sparsity (one uniform gradual schedule).")
+    if config.final_sparsity is not None and experiment not in choices.SPARSE_EXPERIMENTS + (
+            "tfmot_baseline",):
+        raise ConfigError(f"--final_sparsity needs --experiment=gradual, dynamic_sparse or "
+                          f"tfmot_baseline (got {experiment!r}).")
+    _in_unit_interval("final_sparsity", config.final_sparsity)
+    _in_unit_interval("initial_sparsity", config.initial_sparsity)
+    if experiment == "gradual" or config.final_sparsity is not None and experiment == "tfmot_baseline":
+        _check_gradual_steps(config)
+    if experiment not in choices.SPARSE_EXPERIMENTS:
+        return
+    if config.final_sparsity is None:
+        raise ConfigError(f"--final_sparsity is required with --experiment={experiment}; "
+                          "allowed: a number in [0, 1).")
+    for name in ("rounds", "one_shot", "rewind_iteration", "mask_one_action",
+                 "mask_zero_action", "strategy"):
+        if getattr(config, name) != default(name):
+            raise ConfigError(f"--{name}={getattr(config, name)!r} is not allowed with "
+                              f"--experiment={experiment} (one round whose masks change while "
+                              f"training); allowed: the default, {default(name)!r}.")
+    if experiment == "gradual":
+        return
+    for name in ("mask_block", "prune_scope"):
+        if getattr(config, name) != default(name):
+            raise ConfigError(f"--{name}={getattr(config, name)!r} is not allowed with "
+                              "--experiment=dynamic_sparse (single weights, per-layer densities "
+                              "from --sparsity_distribution); allowed: the default, "
+                              f"{default(name)!r}.")
+    _at_least_zero("update_every", config.update_every, "an integer >= 0 (0: static)")
+    if not (math.isfinite(config.drop_fraction) and 0.0 < config.drop_fraction <= 1.0):
+        raise ConfigError(f"--drop_fraction={config.drop_fraction} is not allowed; allowed: "
+                          "0 < drop_fraction <= 1.")
+    _positive("update_end_step", config.update_end_step, integer=True)
+
+
+def _check_gradual_steps(config: Config) -> None:
+    _at_least_zero("begin_step", config.begin_step)
+    _positive("pruning_frequency", config.pruning_frequency, integer=True)
+    _positive("pruning_power", config.pruning_power)
+    if config.end_step is not None and config.end_step <= (config.begin_step or 0):
+        raise ConfigError(f"--end_step={config.end_step} is not after --begin_step="
+                          f"{config.begin_step or 0}; allowed: begin_step < end_step.")
+
+
+def gradual_window(config: Config, iterations: int) -> tuple:
+    """(begin_step, end_step, frequency) of --experiment=gradual for a round of `iterations`:
+    the flags where given, else pruning from 10% to 60% of the round in whole pruning
+    periods (`tf_lth.core.sparsity.pruning_window`, as the tfmot baseline)."""
+    from tf_lth.core.sparsity import pruning_window
+
+    frequency = int(config.pruning_frequency)
+    default_begin, default_end, _ = pruning_window(iterations, frequency, clamp=False)
+    begin = default_begin if config.begin_step is None else int(config.begin_step)
+    if config.end_step is not None:
+        end = int(config.end_step)
+    else:
+        end = default_end if config.begin_step is None else min(
+            iterations, begin + (default_end - default_begin))
+    if end > iterations:
+        raise ConfigError(f"--end_step={end} is beyond the round's {iterations} iterations; "
+                          f"allowed: begin_step <= end_step <= {iterations}.")
+    if begin >= end:
+        raise ConfigError(f"--begin_step={begin} is not before the end step {end} (the round "
+                          f"has {iterations} iterations); allowed: begin_step < end_step.")
+    return begin, end, frequency
 
 
 def _check_run_dir(config: Config) -> None:

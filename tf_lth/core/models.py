@@ -182,6 +182,16 @@ def check_compatible(config, data) -> None:
             f"--batch_size={config.batch_size} is larger than the {len(data.train_images)} "
             "training examples; allowed: 1 to the training set size."
         )
+    if config.experiment == "gradual":  # the schedule must fit in the round
+        from tf_lth.core.config import gradual_window
+
+        gradual_window(config, config.train_iterations(data.steps_per_epoch(config.batch_size)))
+    if config.experiment == "dynamic_sparse" and config.update_end_step:
+        iterations = config.train_iterations(data.steps_per_epoch(config.batch_size))
+        if config.update_end_step > iterations:
+            raise ConfigError(
+                f"--update_end_step={config.update_end_step} is beyond the round's {iterations} "
+                f"iterations; allowed: 1 to {iterations}.")
     if config.rewind_iteration > 0:
         iterations = config.train_iterations(data.steps_per_epoch(config.batch_size))
         if config.rewind_iteration >= iterations:

@@ -34,6 +34,14 @@ class PruningSchedule(abc.ABC):
         config = dict(config.get("config", config))
         return cls(**config)
 
+    def pruning_steps(self, last: int) -> list:
+        """The steps in 1..`last` at which `schedule(step)` says prune (host side: where a
+        compiled training call must end for the masks to be read)."""
+        end = last if self.end_step < 0 else min(self.end_step, last)
+        first = max(self.begin_step, 1)
+        first += (self.begin_step - first) % self.frequency
+        return list(range(first, end + 1, self.frequency))
+
     @staticmethod
     def _validate_step(begin_step, end_step, frequency, allow_negative_1: bool) -> None:
         if begin_step < 0:

@@ -92,6 +92,20 @@ class MaskUpdater(abc.ABC):
         """The step's mask work, inside the compiled step, before its forward pass;
         `loss_fn(x, y)` gives the loss on the step's batch where an update needs one."""
 
+    @abc.abstractmethod
+    def update_steps(self, total_steps: int) -> list:
+        """The steps in 1..`total_steps` at which `before_step` changes the masks."""
+
+    @property
+    def variables(self) -> list:
+        """The updater's own state, for a checkpoint (the masks are the model's)."""
+        return [self.step]
+
+    @property
+    def kernel_sizes(self) -> dict:
+        """{kernel key: number of weights}."""
+        return {slot.key: int(np.prod(slot.kernel.shape)) for slot in self.slots}
+
     def kept_counts(self) -> dict:
         """{kernel key: weights kept} now."""
         return {slot.key: int(np.sum(slot.mask.numpy())) for slot in self.slots}
@@ -163,6 +177,11 @@ class GradualUpdater(MaskUpdater):
             return tf.equal(tf.cast(step, tf.int64), 1)
         return self.schedule(step)[0]
 
+    def update_steps(self, total_steps: int) -> list:
+        if self.m_by_n:
+            return [1] if total_steps >= 1 else []
+        return self.schedule.pruning_steps(total_steps)
+
     def before_step(self, x=None, y=None, loss_fn=None) -> None:
         step = self.step.assign_add(1)
         _, value = self.schedule(step)
@@ -198,6 +217,7 @@ class DynamicUpdater(MaskUpdater):
         self.end_step = tf.Variable(int(end_step or 1), dtype=tf.int64, trainable=False,
                                     name="sparse_end_step")
         self.end_step_given = end_step is not None
+        self.optimizer = None  # whose moments grown weights reset; default: model.optimizer
         self.densities = self.layer_densities()
         self.targets = sparsity.kept_counts({s.key: tuple(s.kernel.shape) for s in self.slots},
                                             self.densities)
@@ -258,7 +278,8 @@ class DynamicUpdater(MaskUpdater):
     def _update(self, x, y, loss_fn, step):
         fraction = sparse_ops.drop_fraction(step, self.drop_fraction, self.end_step)
         scores = self._grow_scores(x, y, loss_fn, step)
-        moments = optimizer_moments(getattr(self.model, "optimizer", None), self.slots)
+        moments = optimizer_moments(self.optimizer or getattr(self.model, "optimizer", None),
+                                    self.slots)
         for slot, score in zip(self.slots, scores):
             new, grown = sparse_ops.drop_and_grow(slot.mask, slot.kernel, fraction, score)
             slot.kernel.assign(slot.kernel * (1.0 - grown))
@@ -266,6 +287,16 @@ class DynamicUpdater(MaskUpdater):
                 moment.assign(moment * tf.cast(1.0 - grown, moment.dtype))
             slot.mask.assign(new)
         return tf.constant(True)
+
+    @property
+    def variables(self) -> list:
+        return [self.step, self.end_step]
+
+    def update_steps(self, total_steps: int) -> list:
+        if not self.update_every:
+            return []
+        last = min(int(self.end_step.numpy()), total_steps)
+        return list(range(self.update_every, last + 1, self.update_every))
 
     def is_update_step(self, step):
         if not self.update_every:

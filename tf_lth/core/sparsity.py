@@ -32,6 +32,18 @@ def check_sparsity(name: str, value) -> float:
     return number
 
 
+def pruning_window(iterations: int, frequency: int = 100, clamp: bool = True) -> tuple:
+    """(begin_step, end_step, frequency) of a gradual schedule inside a budget of
+    `iterations`: prune over about 10%..60% of training in whole periods of `frequency`, so
+    that end_step is a pruning step, then train the rest at the final sparsity. `clamp`
+    shortens the period to a quarter of a short budget (the tfmot baseline's choice)."""
+    if clamp:
+        frequency = max(1, min(frequency, iterations // 4))
+    begin = frequency * int(round(0.1 * iterations / frequency))
+    end = begin + frequency * max(1, int(0.5 * iterations / frequency))
+    return begin, min(end, iterations), frequency
+
+
 def kept_for_sparsity(size: int, sparsity: float) -> int:
     """Weights (or units) a tfmot mask update keeps: max(round(size x (1 - sparsity)), 1)
     (round half to even, as tf.math.round)."""
