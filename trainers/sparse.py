@@ -75,6 +75,8 @@ class SparseTrainingRun:
             self.log(self._summary_line())
             trained = self.rounds.train(0, 0)
             trained.record["sparse_training"] = self.description
+            if isinstance(self.updater, GradualUpdater):
+                trained.record["best"] = self._best_at_final_sparsity(trained.files)
             trained.files.finish(trained.record, self.rounds.round_arrays())
             self.rounds.log_result(trained.record)
             self.log(f"round 0: {100 * trained.record['weights_remaining']:.2f}% of weights "
@@ -83,6 +85,17 @@ class SparseTrainingRun:
         runs.write_results(config.run_dir, config, records,
                            extra={"sparse_training": self.description})
         return records
+
+    def _best_at_final_sparsity(self, files) -> dict:
+        """The lowest-validation-loss evaluation among those at the final sparsity (from
+        end_step on), as the tfmot baseline chooses: an earlier, denser network is not the
+        one the run returns."""
+        end = self.updater.schedule.end_step
+        history = run_files.read_jsonl(files.metrics_path)
+        at_target = [item for item in history if item["iteration"] >= end] or history[-1:]
+        best = min(at_target, key=lambda item: item["val_loss"])
+        return {key: best[key] for key in ("iteration", "val_loss", "val_accuracy",
+                                           "test_accuracy")}
 
     def _summary_line(self) -> str:
         info = self.description

@@ -134,7 +134,10 @@ def _machine(gpu: bool) -> str:
 
 def _selected(runs: list, only: list) -> list:
     """The sub-runs of the --only sections (all when empty), the baseline, and what they need."""
-    selected = [run for run in runs if not only or run.figure in only or run.name == BASELINE]
+    def baseline(name):  # every seed of it: the dense numbers and the ticket use them all
+        return name == BASELINE or name.startswith(BASELINE + "_seed")
+
+    selected = [run for run in runs if not only or run.figure in only or baseline(run.name)]
     needed = {dep for run in selected for dep in run.depends}
     return [run for run in runs if run in selected or run.name in needed]
 
@@ -216,7 +219,7 @@ def main(argv=None) -> int:
         return 0 if all(status.get(name, {}).get("status") == "done" for name in names) else 1
     if not arguments.report_only:
         _train(arguments, runs, only, out_dir, state, state_path)
-    report(preset, budget, runs, out_dir, results_path, figures_dir, state)
+    report(preset, budget, runs, out_dir, results_path, figures_dir, state, tuple(only))
     failed = [name for name, record in state.get("sub_runs", {}).items()
               if record.get("status") != "done"]
     print(f"report: {results_path}" + (f" ({len(failed)} sub-runs not complete: "

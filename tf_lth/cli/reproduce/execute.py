@@ -72,7 +72,7 @@ def is_complete(run: SubRun, out_dir: str) -> bool:
     results = os.path.join(run_dir, "results.json")
     if run.kind == "lottery":
         return os.path.exists(done)
-    if run.kind in ("learned", "tfmot"):  # learned: round 0
+    if run.kind in ("learned", "tfmot", "sparse"):  # learned and sparse: round 0
         return os.path.exists(done) and os.path.exists(results)
     if run.kind == "untrained":
         masks = (run_files.read_json_or_none(results) or {}).get("masks") or []

@@ -39,6 +39,16 @@ PAPER_ITERATIONS = {"fc": 50000, "conv2": 20000, "conv4": 25000, "conv6": 30000}
 PAPER_BATCH = 60
 # Learned supermasks: the authors' README trains them with --num_epochs 2000 (batch 250).
 PAPER_LEARNED_EPOCHS = 2000
+SPARSE_SPARSITIES = (0.8, 0.95, 0.98)  # the sparse-training table's final sparsities
+# The sparse-training table's methods (not the paper's): method -> (label, experiment flags)
+SPARSE_METHODS = {
+    "gradual": ("native gradual (tf_lth)", {"experiment": "gradual"}),
+    "tfmot": ("tfmot gradual (Keras 2 subprocess)", {"experiment": "tfmot_baseline"}),
+    "rigl": ("RigL", {"experiment": "dynamic_sparse", "sparse_method": "rigl"}),
+    "set": ("SET", {"experiment": "dynamic_sparse", "sparse_method": "set"}),
+    "static": ("static random sparse", {"experiment": "dynamic_sparse",
+                                        "sparse_method": "static"}),
+}
 SEEDS = 3  # seeds of the dense network and the large_final lottery ticket (default, paper)
 
 # ---- the paper's numbers ---------------------------------------------------------------------
@@ -133,6 +143,8 @@ class Budget:
     mask_zero_seeds: int = 1      # runs of each mask-0 action, seeds s, s+1, ..
     mask_one_actions: tuple = MASK_ONE_ACTIONS
     mask_zero_actions: tuple = MASK_ZERO_ACTIONS
+    sparse_sparsities: tuple = ()  # sparse training beside the ticket (not in the paper)
+    sparse_seeds: int = 0
 
     def __post_init__(self):
         _chosen("criteria", self.criteria, choices.CRITERIA)
@@ -155,7 +167,9 @@ class Budget:
                 f"; tfmot levels {', '.join(map(str, self.tfmot_levels))}; dense and large_final "
                 f"with {self.seeds} seed{'s' if self.seeds > 1 else ''}" +
                 (f", each mask-0 action with {self.mask_zero_seeds} seeds"
-                 if self.mask_zero_seeds > 1 else ""))
+                 if self.mask_zero_seeds > 1 else "") +
+                (f"; sparse training at {', '.join(f'{100 * s:g}%' for s in self.sparse_sparsities)}"
+                 f" sparsity with {self.sparse_seeds} seeds" if self.sparse_sparsities else ""))
 
 
 BUDGETS = ("default", "smoke", "paper")
@@ -188,7 +202,8 @@ def budget_for(preset: str, name: str) -> Budget:
         return Budget("smoke", None, 40, 20, ("large_final", "magnitude_increase", "random"),
                       3, 2, 3, 2, 2, (0, 3, 6, 12), None, 40, 20, learned[:1], (2,),
                       eval_samples=2, seeds=2, mask_one_actions=("reinit", "signed_reinit"),
-                      mask_zero_actions=("freeze_init_zero_all",))
+                      mask_zero_actions=("freeze_init_zero_all",), sparse_sparsities=(0.9,),
+                      sparse_seeds=1)
     if name == "paper":  # the paper's epochs per round, evaluation every 100, 24 rounds
         rounds = PAPER_ROUNDS
         return Budget("paper", paper_epochs, None, 100,
@@ -219,4 +234,5 @@ DEFAULT_FC_EPOCHS = 7
 def default_fc_budget(learned: tuple, epochs: float = MIN_EPOCHS) -> Budget:
     """The default MNIST fc budget at `epochs` per lottery round (the rest is fixed)."""
     return Budget("default", epochs, None, 100, FIGURE_CRITERIA, PAPER_ROUNDS, 12, 15, 15, 12,
-                  (), 30, None, 500, learned, (3, 7, 12, 15), seeds=SEEDS)
+                  (), 30, None, 500, learned, (3, 7, 12, 15), seeds=SEEDS,
+                  sparse_sparsities=SPARSE_SPARSITIES, sparse_seeds=SEEDS)

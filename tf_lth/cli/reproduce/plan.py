@@ -7,11 +7,14 @@ import os
 
 from tf_lth.core import choices, data
 from tf_lth.cli.reproduce.paper import (DEFAULT_JOBS, DEFAULT_MINUTES, LEARNED_RUNS, MIN_EPOCHS,
-                                    PRESETS, Budget, default_fc_budget)
+                                    PRESETS, SPARSE_METHODS, Budget, default_fc_budget)
 
 BASELINE = "criteria/large_final"  # the lottery ticket every figure compares against
 # The report's sections, one per figure; --only picks among them.
-SECTIONS = ("criteria", "mask_one", "mask_zero", "untrained", "learned", "tfmot", "blocks")
+SECTIONS = ("criteria", "mask_one", "mask_zero", "untrained", "learned", "tfmot", "blocks",
+            "sparse")
+# Not the paper's: the 90-minute default budget is fitted without them (they add their own).
+EXTRA_SECTIONS = ("sparse",)
 
 # Seconds on 2 CPU cores with nothing else running (`duration` doubles the training part
 # for --jobs=2). fc, measured through the CLI with two runs at once, one thread each (as
@@ -116,6 +119,30 @@ def plan(preset: str, budget: Budget, dataset: str | None = None, seed: int = 0,
             depends=(source,), export_round=budget.export_round,
             fixed_s=speed["startup"] + speed["export"],
             estimate_s=speed["startup"] + speed["export"]))
+    runs += _sparse_runs(budget, common, speed, steps, evals)
+    return runs
+
+
+def sparse_run_name(method: str, sparsity: float) -> str:
+    """sparse/rigl_95: a sparse-training sub-run (docs/sparse_training.md)."""
+    return f"sparse/{method}_{round(100 * sparsity)}"
+
+
+def _sparse_runs(budget: Budget, common: dict, speed: dict, steps: int, evals: int) -> list:
+    """The sparse section: method x sparsity x seed, each one lottery round's `steps`."""
+    runs = []
+    for sparsity in budget.sparse_sparsities:
+        for method, (_, flags) in SPARSE_METHODS.items():
+            tfmot = method == "tfmot"
+            step_s = speed["tfmot_step"] if tfmot else speed["step"]
+            fixed = speed["startup"] + (speed["tfmot_startup"] if tfmot else 0.0)
+            for index, name in enumerate(seed_names(sparse_run_name(method, sparsity),
+                                                    budget.sparse_seeds)):
+                runs.append(SubRun(
+                    name, "sparse", "sparse",
+                    {**common, **flags, "final_sparsity": sparsity,
+                     "seed": common["seed"] + index},
+                    fixed_s=fixed, estimate_s=fixed + steps * step_s + evals * speed["eval"]))
     return runs
 
 
@@ -232,12 +259,17 @@ def default_epochs(preset: str = "mnist_fc", jobs: int = DEFAULT_JOBS,
     def fits(epochs):
         runs = plan(preset, dataclasses.replace(budget, epochs=epochs, iterations=None),
                     dataset)
-        return wall_estimate(runs, jobs) <= 60 * minutes
+        return wall_estimate(paper_runs(runs), jobs) <= 60 * minutes
 
     epochs = MIN_EPOCHS
     while fits(epochs + 1) and epochs < PRESETS[preset].paper_epochs:
         epochs += 1
     return epochs
+
+
+def paper_runs(runs: list) -> list:
+    """The sub-runs of the paper's sections (not `EXTRA_SECTIONS`)."""
+    return [run for run in runs if run.figure not in EXTRA_SECTIONS]
 
 
 def minutes(seconds: float) -> str:
@@ -260,4 +292,10 @@ def format_plan(preset: str, budget: Budget, runs: list, out_dir: str) -> str:
     lines.append(f"estimated total: {minutes(total_estimate(runs))} of machine time; wall "
                  f"{walls} (2 CPU cores, nothing else running" +
                  (")" if PRESETS[preset].arch == "fc" else "; conv estimates are rough)"))
+    extra = [run for run in runs if run.figure in EXTRA_SECTIONS]
+    if extra:
+        lines.append(f"of which sections {', '.join(EXTRA_SECTIONS)} (not the paper's): "
+                     f"{len(extra)} sub-runs, {minutes(wall_estimate(extra, 2))} with --jobs=2; "
+                     f"the paper's sections alone: "
+                     f"{minutes(wall_estimate(paper_runs(runs), 2))} with --jobs=2")
     return "\n".join(lines)

@@ -20,6 +20,7 @@ from tf_lth.cli.reproduce.claims import (at_round, block_claim, criteria_claims,
 from tf_lth.cli.reproduce.execute import is_complete, now
 from tf_lth.cli.reproduce.paper import (CHANCE, FIGURE_CRITERIA, MASK_ONE_ACTIONS, MASK_ZERO_ACTIONS,
                                     PAPER, PAPER_ROUNDS, PRESETS, Budget)
+from tf_lth.cli.reproduce.sparse import sparse_section, splice
 from tf_lth.cli.reproduce.plan import (BASELINE, minutes, seed_names, total_estimate,
                                    untrained_levels, wall_estimate)
 
@@ -586,7 +587,7 @@ def blocks_section(page: Page) -> list:
 
 
 SECTIONS = (criteria_section, mask_one_section, mask_zero_section, untrained_section,
-            learned_section, tfmot_section, blocks_section)
+            learned_section, tfmot_section, blocks_section, sparse_section)
 
 
 def fidelity_rows(preset: str, budget: Budget, loaded: dict) -> list:
@@ -700,11 +701,25 @@ def timing_section(page: Page) -> list:
 
 
 def report(preset: str, budget: Budget, runs: list, out_dir: str, results_path: str,
-           figures_dir: str, state: dict) -> str:
-    """Writes RESULTS.md (and its figures) from the run directories; returns the text."""
+           figures_dir: str, state: dict, only: tuple = ()) -> str:
+    """Writes RESULTS.md (and its figures) from the run directories; returns the text.
+
+    With `only` naming just the sparse section and RESULTS.md already there, only that
+    section (and its rows of the claims table) is replaced: its runs may live elsewhere
+    than the paper sections' (`sparse.splice`)."""
     state = {**state, "_complete": {run.name: is_complete(run, out_dir) for run in runs}}
     page = Page(preset, budget, runs, out_dir, results_path, figures_dir, state,
                 load_results(runs, out_dir))
+    if only and set(only) <= {"sparse"} and os.path.exists(results_path):
+        with open(results_path, encoding="utf-8") as stream:
+            existing = stream.read()
+        section = sparse_section(page)
+        rows = _table(["section", "claim", "verdict"],
+                      [[name, title, f"**{verdict['verdict']}**"]
+                       for name, (title, verdict) in page.claims])[2:]
+        text = splice(existing, section, rows)
+        run_files.write_text(results_path, text)
+        return text
     body = [line for section in SECTIONS for line in section(page)]
     lines = header_section(page) + fidelity_section(page) + summary_section(page) + body + \
         timing_section(page)
