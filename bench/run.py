@@ -16,6 +16,8 @@ user would pick instead, each timed in this process and alternated with ours.
    levels x 3 weight treatments) against its evaluation-only floor.
 7. Export: size per format and LiteRT latency per example against the dense network's
    float LiteRT file; and 1x1 vs 1x4 lottery tickets at 7.0% kept, exported sparse.
+8. Sparse training through the CLI (bench/sparse.py): native gradual pruning against tfmot's
+   in its Keras 2 subprocess; RigL, SET and static against dense, in the same loop.
 
 Writes bench/results.json and prints the table. `--quick` runs shorter measurements;
 `--only=fc,conv2` runs some sections and keeps the others from the last results.json.
@@ -522,8 +524,10 @@ def table(results: dict) -> str:
     lines = _table_header(results) + _fc_table(fc)
     lines += ["| measurement | value | reference (same process) | ratio | target |",
               "| --- | --- | --- | --- | --- |"]
+    from bench.sparse import rows as sparse_rows
+
     rows = (_flops_rows(results["flops"], fc["ours"]) + _loop_rows(results)
-            + _export_rows(results["export"]))
+            + _export_rows(results["export"]) + sparse_rows(results["sparse"]))
     lines += [_row(*cells) for cells in rows]
     return "\n".join(lines)
 
@@ -666,9 +670,9 @@ def _fmt_ratio(value) -> str:
 
 
 # ---- main --------------------------------------------------------------------------------
-SECTIONS = ("fc", "supermask", "conv2", "evaluation", "rounds", "sweep", "export")
+SECTIONS = ("fc", "supermask", "conv2", "evaluation", "rounds", "sweep", "export", "sparse")
 RESULT_KEYS = ("fc", "flops", "supermask", "conv2", "evaluation", "between_rounds",
-               "untrained_sweep", "export")
+               "untrained_sweep", "export", "sparse")
 
 
 def parse_arguments(argv=None):
@@ -681,7 +685,7 @@ def parse_arguments(argv=None):
                         help="alternated repeats per measurement (default 3, quick 1)")
     parser.add_argument("--only", default="",
                         help="comma-separated sections to run: fc, supermask, conv2, "
-                             "evaluation, rounds, sweep, export (default: all)")
+                             "evaluation, rounds, sweep, export, sparse (default: all)")
     return parser.parse_args(argv)
 
 
@@ -726,6 +730,12 @@ def measure_loops(results: dict, sections: set, data, data_dir, repeats: int,
     if "evaluation" in sections:
         log("evaluation every 100 iterations against evaluation at the end")
         results["evaluation"] = evaluation_cost(data, repeats, quick)
+    if "sparse" in sections:
+        from bench.sparse import sparse_training_cost
+
+        log("sparse training through the CLI: native gradual vs the tfmot subprocess; RigL, "
+            "SET, static vs dense")
+        results["sparse"] = sparse_training_cost(data_dir, repeats, quick, alternate)
 
 
 def measure_between_rounds(results: dict, previous: dict, data, iterations: int,
