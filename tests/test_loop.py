@@ -192,3 +192,16 @@ def test_evaluation_in_chunks_matches_the_whole_split_at_once(monkeypatch, max_i
         log_softmax = shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
         assert loss == pytest.approx(-log_softmax[np.arange(len(y)), y].mean(), rel=1e-5)
         assert accuracy == pytest.approx((logits.argmax(axis=1) == y).mean())
+
+
+def test_calls_end_exactly_on_every_mask_update_step():
+    updates = (1, 150, 151, 400, 999)
+    schedule = Schedule(iterations=1000, batch_size=8, seed=0, eval_every=300,
+                        mask_update_at=updates)
+    iteration, ends = 0, []
+    while iteration < 1000:
+        iteration = min(schedule.next_boundary(iteration), iteration + 100)  # <= 100 a call
+        ends.append(iteration)
+    assert set(updates) <= set(ends)
+    assert {300, 600, 900, 1000} <= set(ends)
+    assert ends == sorted(set(ends))

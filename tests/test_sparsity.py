@@ -241,3 +241,19 @@ def test_compiled_m_by_n_and_drop_and_grow_equal_the_numpy_ones():
             np.testing.assert_array_equal(grown.numpy() > 0, want_grown)
     assert float(sparse_ops.drop_fraction(250, 0.3, 1000)) == pytest.approx(
         sparsity.drop_fraction(250, 0.3, 1000))
+
+
+@pytest.mark.parametrize("begin, end, frequency, last", [
+    (0, 1000, 100, 2000), (150, 1000, 100, 600), (7, 7 + 5 * 13, 13, 10_000), (1, 1, 1, 5)])
+def test_pruning_steps_are_the_steps_the_schedule_prunes_at(begin, end, frequency, last):
+    from tf_lth.core.schedules import ConstantSparsity, PolynomialDecay
+
+    schedules = [ConstantSparsity(0.5, begin, end, frequency)]
+    if begin < end:
+        schedules.append(PolynomialDecay(0.0, 0.5, begin, end, frequency=frequency))
+    for schedule in schedules:
+        expected = [t for t in range(1, last + 1)
+                    if begin <= t <= end and (t - begin) % frequency == 0]  # tfmot's rule
+        assert schedule.pruning_steps(last) == expected
+        sampled = [t for t in range(1, min(last, 300) + 1) if bool(schedule(t)[0])]
+        assert sampled == [t for t in expected if t <= 300]  # the compiled answer agrees
