@@ -13,6 +13,13 @@ initialisation (the same values as a lottery run with the same seed) for one rou
 budget (`--epochs`/`--iterations`, `--batch_size`, `--optimizer`, `--learning_rate`),
 pruning with `prune_low_magnitude` and a PolynomialDecay schedule inside that budget.
 
+With `--final_sparsity` (uniform mode) it trains one run instead, into round_000 (round and
+prune_level 0), with the schedule of `--experiment=gradual` on the same flags: every
+kernel, the output layer's too, wrapped with one PolynomialDecay from `--initial_sparsity`
+to `--final_sparsity` over `tf_lth.core.config.gradual_window`, and
+round_000/mask_updates.jsonl in the native format (the kept counts after each pruning
+step), so the two runs can be compared step by step (tests/test_sparse_cli_tfmot.py).
+
 A level is complete when its `round_NNN/DONE` marker exists, so running again resumes.
 SIGTERM and SIGINT are passed on to the worker, which stops at its next training step; the
 interrupted level has no DONE marker, so `--resume` trains it again from its start.
@@ -43,7 +50,10 @@ class BaselineError(RuntimeError):
 
 
 def levels(config) -> list:
-    """The prune levels (round counts of the arch's schedule) the baseline trains."""
+    """The prune levels (round counts of the arch's schedule) the baseline trains; [0], one
+    run with one uniform gradual schedule, with --final_sparsity."""
+    if config.final_sparsity is not None:
+        return [0]
     if config.rounds < 1:
         raise ConfigError(
             f"--rounds={config.rounds} gives no target sparsity; allowed: --rounds >= 1 with "
@@ -133,15 +143,18 @@ def run_baseline(config, log=print) -> list:
             continue
         run_level(config, level, log=log)
         runs.write_results(config.run_dir, config, runs.round_records(config.run_dir),
-                           extra=_extra())
+                           extra=_extra(config))
     records = runs.round_records(config.run_dir)
-    runs.write_results(config.run_dir, config, records, extra=_extra())
+    runs.write_results(config.run_dir, config, records, extra=_extra(config))
     return records
 
 
-def _extra() -> dict:
+def _extra(config) -> dict:
+    targets = ("per-layer targets of the lottery schedule" if config.final_sparsity is None
+               else f"every layer from sparsity {config.initial_sparsity} to "
+                    f"{config.final_sparsity}, the schedule of --experiment=gradual")
     return {"baseline": {
-        "method": "tfmot.sparsity.keras.prune_low_magnitude, PolynomialDecay schedule, "
-                  "per-layer targets of the lottery schedule",
+        "method": f"tfmot.sparsity.keras.prune_low_magnitude, PolynomialDecay schedule, "
+                  f"{targets}",
         "best": "lowest validation loss among evaluations at the target sparsity",
     }}

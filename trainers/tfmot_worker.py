@@ -4,9 +4,17 @@ Experiment layer of tf_lth, in its own process: `TF_USE_LEGACY_KERAS=1 python -m
 trainers.tfmot_worker ROUND_DIR/worker_spec.json`. The `trainers` package imports nothing
 at the top, so Keras 3 is never imported beside tf_keras and tensorflow-model-optimization.
 It uses only the NumPy/TensorFlow parts of tf_lth
-(`data`, `masks`, `run_files`).
+(`config`, `data`, `masks`, `run_files`, `schedules`, `sparsity`).
 
-What it does, for level r of `--arch`'s lottery schedule (docs/semantics.md, Networks to Pruning schedule):
+With `--final_sparsity` (uniform mode) it trains one run, round 0, with the schedule of
+`--experiment=gradual` on the same flags: every Dense/Conv2D kernel, the output layer's too,
+wrapped with `PolynomialDecay(--initial_sparsity, --final_sparsity, begin, end,
+--pruning_power, frequency)`, (begin, end, frequency) from
+`tf_lth.core.config.gradual_window`; after each pruning step t it appends
+`{"iteration": t, "kept": {layer: count}}` to round_000/mask_updates.jsonl (the native
+run's format), read from the wrappers' masks.
+
+Otherwise, for level r of `--arch`'s lottery schedule (docs/semantics.md, Networks to Pruning schedule):
 - builds the arch in tf_keras with the same layer names and the same seeded Glorot-normal
   kernels and zero biases as `tf_lth.core.models.build` (the initial weights are identical);
 - wraps each prunable layer in `prune_low_magnitude` with its own PolynomialDecay schedule
@@ -139,12 +147,17 @@ def make_optimizer(name: str, learning_rate: float, momentum: float):
 
 @dataclasses.dataclass
 class Pruning:
-    """Level r of the lottery schedule for tfmot: per-layer kept counts and the window."""
+    """The schedule for tfmot: per-layer kept counts at the end and the window. Level r of
+    the lottery schedule (one PolynomialDecay per layer, from 0 to its target, power 3), or
+    with `uniform` (the final sparsity) one PolynomialDecay for every layer."""
 
     names: list        # the kernel layers, in order
     sizes: dict        # {name: kernel size}
-    targets: dict      # {name: kept_count(size, rate, level)}
-    window: tuple      # (begin_step, end_step, frequency) of pruning_window
+    targets: dict      # {name: kept_count(size, rate, level)}, or tfmot's count at `uniform`
+    window: tuple      # (begin_step, end_step, frequency)
+    initial: float = 0.0          # the sparsity at begin_step
+    power: float = 3
+    uniform: float | None = None  # --final_sparsity: every layer, the output layer too
 
     @property
     def total(self) -> int:
@@ -159,12 +172,25 @@ class Pruning:
         import tensorflow_model_optimization as tfmot
 
         begin, end, frequency = self.window
+        if self.uniform is not None:  # as --experiment=gradual: every kernel is masked
+            return {name: tfmot.sparsity.keras.PolynomialDecay(
+                initial_sparsity=self.initial, final_sparsity=self.uniform, begin_step=begin,
+                end_step=end, power=self.power, frequency=frequency) for name in self.names}
         return {
             name: tfmot.sparsity.keras.PolynomialDecay(
                 initial_sparsity=0.0, final_sparsity=1.0 - self.targets[name] / self.sizes[name],
                 begin_step=begin, end_step=end, power=3, frequency=frequency)
             for name in self.names if self.targets[name] < self.sizes[name]
         }
+
+    def pruning_steps(self, iterations: int) -> set:
+        """The training steps (1 = the first batch) at which tfmot updates the masks."""
+        from tf_lth.core.schedules import PolynomialDecay
+
+        begin, end, frequency = self.window
+        return set(PolynomialDecay(self.initial, self.uniform or 0.0, begin, end,
+                                   power=self.power, frequency=frequency)
+                   .pruning_steps(iterations))
 
 
 def round_iterations(config: dict, data, batch_size: int) -> int:
@@ -180,6 +206,27 @@ def round_iterations(config: dict, data, batch_size: int) -> int:
     return iterations
 
 
+def tfmot_kept(size: int, sparsity: float) -> int:
+    """The weights a kernel of `size` keeps at `sparsity` in tfmot 0.8 (pruning_impl.py,
+    `_update_mask`): max(round(size x (1 - sparsity)), 1) in float32, half to even."""
+    import numpy as np
+
+    return int(max(np.round(np.float32(size) * (np.float32(1) - np.float32(sparsity))), 1))
+
+
+def uniform_window(config: dict, iterations: int) -> tuple:
+    """(begin, end, frequency) of --experiment=gradual on the same flags; a bad window
+    exits with EXIT_CONFIG."""
+    import types
+
+    from tf_lth.core.config import ConfigError, gradual_window
+
+    try:
+        return gradual_window(types.SimpleNamespace(**config), iterations)
+    except ConfigError as error:
+        _fail(str(error), EXIT_CONFIG)
+
+
 def pruning_for(config: dict, data, level: int, iterations: int) -> Pruning:
     """The per-layer targets, measured on an unwrapped build of the arch."""
     import numpy as np
@@ -190,6 +237,12 @@ def pruning_for(config: dict, data, level: int, iterations: int) -> Pruning:
     layers = kernel_layers(plain)
     names = list(layers)
     sizes = {name: int(np.prod(layer.kernel.shape)) for name, layer in layers.items()}
+    final = config.get("final_sparsity")
+    if final is not None:
+        targets = {name: tfmot_kept(sizes[name], final) for name in names}
+        return Pruning(names, sizes, targets, uniform_window(config, iterations),
+                       initial=float(config["initial_sparsity"]),
+                       power=config["pruning_power"], uniform=float(final))
     rates = config["prune_rates"]
     targets = {name: masks.kept_count(sizes[name], rates[layer_group(name, names)], level)
                for name in names}
@@ -263,9 +316,36 @@ class Evaluations:
         return record
 
 
-def train(train_step, evaluation, data, config: dict, level: int, iterations: int) -> tuple:
+class MaskUpdates:
+    """round_NNN/mask_updates.jsonl as a native --experiment=gradual run writes it: after
+    each training step t that is a pruning step, `{"iteration": t, "kept": {layer: count}}`
+    from the wrappers' masks (read only there: a read is a sync point)."""
+
+    def __init__(self, model, steps: set, out_dir: str):
+        self.steps = steps
+        self.wrappers = {item.layer.name: item for item in model.layers
+                         if hasattr(item, "pruning_vars")}
+        self.path = os.path.join(out_dir, "mask_updates.jsonl")
+        if os.path.exists(self.path):
+            os.unlink(self.path)
+
+    def __call__(self, iteration: int) -> None:
+        import numpy as np
+
+        from tf_lth.core import run_files
+
+        if iteration not in self.steps:
+            return
+        kept = {name: int(np.count_nonzero(wrapper.pruning_vars[0][1].numpy()))
+                for name, wrapper in self.wrappers.items()}
+        run_files.append_jsonl(self.path, {"iteration": iteration, "kept": kept})
+
+
+def train(train_step, evaluation, data, config: dict, level: int, iterations: int,
+          mask_updates=None) -> tuple:
     """Trains on lottery round 0's batches, evaluating every --eval_every iterations and at
-    the end; returns (history, seconds). A non-finite training loss exits with status 3."""
+    the end; returns (history, seconds). A non-finite training loss exits with status 3.
+    `mask_updates(iteration)`, when given, runs after every training step."""
     import tensorflow as tf
 
     batch_size = int(config["batch_size"])
@@ -279,6 +359,8 @@ def train(train_step, evaluation, data, config: dict, level: int, iterations: in
         images, labels = next(batches)
         loss_sum += train_step(images, labels)
         loss_count += 1
+        if mask_updates is not None:
+            mask_updates(iteration)
         if iteration == iterations or iteration % eval_every == 0:
             train_loss = float(loss_sum) / loss_count  # sync point
             if not math.isfinite(train_loss):
@@ -307,6 +389,11 @@ def level_record(level: int, pruning: Pruning, kept_masks: dict, finals: dict, h
     (loss, accuracy). Only evaluations at the target sparsity compete for "best": an
     earlier, denser point would credit the baseline with a network it does not return."""
     begin, end, frequency = pruning.window
+    schedule = {"kind": "PolynomialDecay", "initial_sparsity": pruning.initial,
+                "power": pruning.power, "begin_step": begin, "end_step": end,
+                "frequency": frequency}
+    if pruning.uniform is not None:
+        schedule["final_sparsity"] = pruning.uniform
     kept = sum(float(mask.sum()) for mask in kept_masks.values())
     (test_loss, test_accuracy), (val_loss, val_accuracy) = finals["test"], finals["val"]
     at_target = [item for item in history if item["iteration"] >= end] or history[-1:]
@@ -330,8 +417,7 @@ def level_record(level: int, pruning: Pruning, kept_masks: dict, finals: dict, h
         "seconds": seconds,
         "examples_per_second": iterations * batch_size / seconds if seconds > 0 else 0.0,
         "evaluations": len(history),
-        "pruning_schedule": {"kind": "PolynomialDecay", "initial_sparsity": 0.0, "power": 3,
-                             "begin_step": begin, "end_step": end, "frequency": frequency},
+        "pruning_schedule": schedule,
     }
 
 
@@ -380,10 +466,18 @@ def run(spec: dict) -> dict:
     train_step, evaluate = compiled_steps(model, optimizer)
     evaluation = Evaluations(evaluate, data, layers, pruning.total, out_dir)
     begin, end, frequency = pruning.window
+    shape = ("" if pruning.uniform is None else
+             f" (every layer, sparsity {pruning.initial} to {pruning.uniform}, power "
+             f"{pruning.power})")
     print(f"level {level}: tfmot prune_low_magnitude to "
-          f"{100 * (1 - pruning.overall_sparsity):.2f}% of weights remaining, pruning from "
-          f"iteration {begin} to {end} every {frequency}, {iterations} iterations", flush=True)
-    history, seconds = train(train_step, evaluation, data, config, level, iterations)
+          f"{100 * (1 - pruning.overall_sparsity):.2f}% of weights remaining{shape}, pruning "
+          f"from iteration {begin} to {end} every {frequency}, {iterations} iterations",
+          flush=True)
+    mask_updates = None
+    if pruning.uniform is not None:
+        mask_updates = MaskUpdates(model, pruning.pruning_steps(iterations), out_dir)
+    history, seconds = train(train_step, evaluation, data, config, level, iterations,
+                             mask_updates)
     step_callback.on_epoch_end(-1)  # weights = weights * mask before stripping
     stripped, final_kernels, kept_masks = stripped_state(model)
     finals = {"test": evaluate_plain(stripped, data.test_images, data.test_labels),
