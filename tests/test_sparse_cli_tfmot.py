@@ -151,3 +151,19 @@ def test_both_runs_end_at_the_same_sparsity_and_learn(runs, case):
           f"{native['test_accuracy']:.4f}, tfmot {tfmot['test_accuracy']:.4f}; examples/s "
           f"native {native['examples_per_second']:.0f}, tfmot "
           f"{tfmot['examples_per_second']:.0f}")
+
+
+@pytest.mark.parametrize("setting", [dict(rounds=2), dict(one_shot=True),
+                                     dict(prune_scope="global"), dict(mask_block="1x4")])
+def test_uniform_mode_refuses_lottery_levels_and_native_only_masks(tmp_path, setting):
+    """Levels have no meaning in the one-run mode, and the worker prunes each layer on its
+    own and single weights: a global scope or 1x4 blocks would silently differ."""
+    from tf_lth.core import config as config_lib
+    from trainers import tfmot_baseline
+
+    config = config_lib.make(experiment="tfmot_baseline", dataset="synthetic_mnist",
+                             final_sparsity=0.9, run_dir=str(tmp_path / "run"), **setting)
+    name = next(iter(setting))
+    with pytest.raises(config_lib.ConfigError, match=f"--{name}="):
+        tfmot_baseline.run_baseline(config, log=lambda line: None)
+    assert not (tmp_path / "run" / "round_000").exists()
