@@ -14,6 +14,12 @@ the start (a disk that fills during a run exits with status 3: tests/test_cluste
 Most cases are rejected before TensorFlow is imported (well under a second each). Cases
 that need TensorFlow (tfds look-ups, a dataset's image shape, the export command) are
 started together, once, by the `slow_results` fixture, so they overlap.
+
+The flags of `--experiment=gradual` and `--experiment=dynamic_sparse` have their own table,
+SPARSE: every case is parsed in this process as the CLI parses it (absl flags, then
+`tf_lth.core.config.make`, then `gradual_window` for the round's length), and a few of them
+(SPARSE_THROUGH_CLI, plus the two that need the data, in SLOW) also run the real CLI for
+the exit-2, one-line, nothing-written contract.
 """
 
 from __future__ import annotations
@@ -236,6 +242,75 @@ FAST = [
     ("run_dir_on_a_full_disk", "raw", BASE + ["--run_dir={full_disk}/run"],
      "No space left on device"),
 ]
+# --experiment=gradual and --experiment=dynamic_sparse (docs/sparse_training.md): every flag
+# out of its range, missing, or given where it means nothing, and the combinations a
+# one-round sparse run refuses: (id, args, text the error must contain). Each is parsed in
+# this process the way the CLI parses it (absl flags, then `tf_lth.core.config.make`;
+# `gradual_window` once the round's length is known); the cases of SPARSE_THROUGH_CLI also
+# run the real CLI ("raw", on a fresh --run_dir: exit 2, one line, no run directory).
+SPARSE_RUN = ["--dataset=synthetic_mnist", "--iterations=4", "--eval_every=2", "--seed=0",
+              "--noprogress"]
+GRADUAL = ["--experiment=gradual"] + SPARSE_RUN
+DYNAMIC = ["--experiment=dynamic_sparse"] + SPARSE_RUN
+SPARSE = [
+    ("gradual_final_sparsity_one", GRADUAL + ["--final_sparsity=1.0"], "--final_sparsity"),
+    ("gradual_final_sparsity_negative", GRADUAL + ["--final_sparsity=-0.1"], "--final_sparsity"),
+    ("gradual_final_sparsity_nan", GRADUAL + ["--final_sparsity=nan"], "--final_sparsity"),
+    ("dynamic_final_sparsity_one", DYNAMIC + ["--final_sparsity=1.0"], "--final_sparsity"),
+    ("dynamic_final_sparsity_negative", DYNAMIC + ["--final_sparsity=-0.1"], "--final_sparsity"),
+    ("gradual_without_final_sparsity", GRADUAL, "--final_sparsity"),
+    ("dynamic_without_final_sparsity", DYNAMIC, "--final_sparsity"),
+    ("final_sparsity_with_lottery", BASE + ["--final_sparsity=0.5"], "--final_sparsity"),
+    ("initial_sparsity_one", GRADUAL + ["--final_sparsity=0.5", "--initial_sparsity=1.0"],
+     "--initial_sparsity"),
+    ("initial_sparsity_with_dynamic_sparse",
+     DYNAMIC + ["--final_sparsity=0.5", "--initial_sparsity=0.2"], "--initial_sparsity"),
+    ("negative_begin_step", GRADUAL + ["--final_sparsity=0.5", "--begin_step=-1"],
+     "--begin_step"),
+    ("end_step_at_begin_step", GRADUAL + ["--final_sparsity=0.5", "--begin_step=3",
+                                          "--end_step=3"], "--end_step"),
+    ("end_step_before_begin_step", GRADUAL + ["--final_sparsity=0.5", "--begin_step=3",
+                                              "--end_step=2"], "--end_step"),
+    ("end_step_beyond_the_round", GRADUAL + ["--final_sparsity=0.5", "--begin_step=1",
+                                             "--end_step=5"], "--end_step"),
+    ("begin_step_beyond_the_round", GRADUAL + ["--final_sparsity=0.5", "--begin_step=4"],
+     "--begin_step"),
+    ("no_pruning_step_in_the_round", GRADUAL + ["--final_sparsity=0.5"],  # frequency 100
+     "--pruning_frequency"),
+    ("zero_pruning_frequency", GRADUAL + ["--final_sparsity=0.5", "--pruning_frequency=0"],
+     "--pruning_frequency"),
+    ("zero_pruning_power", GRADUAL + ["--final_sparsity=0.5", "--pruning_power=0"],
+     "--pruning_power"),
+    ("pruning_frequency_with_dynamic_sparse",
+     DYNAMIC + ["--final_sparsity=0.5", "--pruning_frequency=2"], "--pruning_frequency"),
+    ("unknown_sparse_method", DYNAMIC + ["--final_sparsity=0.5", "--sparse_method=magic"],
+     "--sparse_method"),
+    ("unknown_sparsity_distribution",
+     DYNAMIC + ["--final_sparsity=0.5", "--sparsity_distribution=normal"],
+     "--sparsity_distribution"),
+    ("negative_update_every", DYNAMIC + ["--final_sparsity=0.5", "--update_every=-1"],
+     "--update_every"),
+    ("update_every_with_gradual", GRADUAL + ["--final_sparsity=0.5", "--update_every=5"],
+     "--update_every"),
+    ("zero_drop_fraction", DYNAMIC + ["--final_sparsity=0.5", "--drop_fraction=0"],
+     "--drop_fraction"),
+    ("drop_fraction_above_one", DYNAMIC + ["--final_sparsity=0.5", "--drop_fraction=1.5"],
+     "--drop_fraction"),
+    ("zero_update_end_step", DYNAMIC + ["--final_sparsity=0.5", "--update_end_step=0"],
+     "--update_end_step"),
+    ("gradual_with_rounds", GRADUAL + ["--final_sparsity=0.5", "--rounds=2"], "--rounds"),
+    ("gradual_with_mirrored_strategy", GRADUAL + ["--final_sparsity=0.5", "--strategy=mirrored"],
+     "--strategy"),
+    ("dynamic_sparse_with_block_1x4", DYNAMIC + ["--final_sparsity=0.5", "--mask_block=1x4"],
+     "--mask_block"),
+    ("dynamic_sparse_with_global_scope",
+     DYNAMIC + ["--final_sparsity=0.5", "--prune_scope=global"], "--prune_scope"),
+]
+SPARSE_THROUGH_CLI = ("gradual_final_sparsity_one", "dynamic_without_final_sparsity",
+                      "update_every_with_gradual", "unknown_sparse_method",
+                      "gradual_with_rounds", "dynamic_sparse_with_block_1x4")
+FAST += [(case_id, "raw", args + ["--run_dir={fresh}"], expected)
+         for case_id, args, expected in SPARSE if case_id in SPARSE_THROUGH_CLI]
 SLOW = [
     ("unknown_dataset", "fresh", ["--dataset=no_such_dataset_xyz"], "--dataset"),
     ("data_dir_without_dataset_nodownload", "fresh",
@@ -248,6 +323,13 @@ SLOW = [
       "--rewind_iteration=5", "--run_dir={fresh}"], "--rewind_iteration"),
     ("export_of_a_run_with_no_completed_round", "export",
      ["--run_dir={no_round}", "--formats=saved_model"], "no completed round"),
+    # the round's length is known once the data is: the schedule must fit in it
+    ("end_step_beyond_the_round", "raw",
+     GRADUAL + ["--final_sparsity=0.5", "--begin_step=1", "--end_step=5", "--run_dir={fresh}"],
+     "--end_step"),
+    ("update_end_step_beyond_the_round", "raw",
+     DYNAMIC + ["--final_sparsity=0.5", "--update_end_step=5", "--run_dir={fresh}"],
+     "--update_end_step"),
 ]
 
 
@@ -337,3 +419,41 @@ def test_the_table_covers_every_kind_the_issue_names():
                    "mismatched_resume_criterion", "mismatched_resume_rates",
                    "images_too_small_for_the_network"):
         assert needed in ids, needed
+
+
+@pytest.mark.parametrize("case_id,args,expected", SPARSE, ids=[case[0] for case in SPARSE])
+def test_sparse_training_flags_are_refused_naming_the_flag(case_id, args, expected):
+    from tf_lth.cli import flags as tf_lth_flags
+    from tf_lth.core import config as config_lib
+
+    tf_lth_flags.define_flags()
+    try:
+        tf_lth_flags.FLAGS.unparse_flags()
+        tf_lth_flags.FLAGS(["train", *args, "--run_dir=/tmp/unused"])
+        with pytest.raises(config_lib.ConfigError) as caught:
+            config = tf_lth_flags.to_config()
+            if config.experiment == "gradual":  # what the CLI checks once data is loaded
+                config_lib.gradual_window(config, config.iterations)
+    finally:
+        tf_lth_flags.FLAGS.unparse_flags()
+    message = str(caught.value)
+    assert expected in message and "\n" not in message, message
+    assert message.startswith(expected) or f" {expected}" in message, message
+
+
+def test_the_table_covers_every_sparse_training_flag():
+    """Each flag of --experiment=gradual / dynamic_sparse is refused somewhere in the tables
+    (docs/sparse_training.md), and so are the combinations a one-round sparse run refuses."""
+    from tf_lth.core import config as config_lib
+
+    named = " ".join(case[-1] for case in SPARSE + SLOW)
+    for name in ("final_sparsity",) + config_lib._GRADUAL_SETTINGS + config_lib._DYNAMIC_SETTINGS:
+        assert f"--{name}" in named, name
+    cli = {case[0] for case in FAST + SLOW}
+    assert set(SPARSE_THROUGH_CLI) <= cli
+    assert {"end_step_beyond_the_round", "update_end_step_beyond_the_round"} <= cli
+    refused = {case[0] for case in SPARSE}
+    for needed in ("gradual_with_rounds", "gradual_with_mirrored_strategy",
+                   "dynamic_sparse_with_block_1x4", "final_sparsity_with_lottery",
+                   "gradual_without_final_sparsity", "dynamic_without_final_sparsity"):
+        assert needed in refused, needed

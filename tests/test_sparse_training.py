@@ -208,6 +208,20 @@ def test_static_sparse_training_never_moves_its_mask():
     (lambda: GradualPruning(ConstantSparsity(0.5, 0), scope="net"), "scope must be one of"),
     (lambda: GradualPruning(ConstantSparsity(0.5, 0), block="2x2"), "block must be"),
     (lambda: GradualPruning(ConstantSparsity(0.5, 0), sparsity_m_by_n=(4, 2)), "0 < m < n"),
+    # the public names: sparsity outside [0, 1), begin after end (tfmot's messages)
+    (lambda: tf_lth.DynamicSparse(0.5, drop_fraction=1.5), "drop_fraction must be in"),
+    (lambda: tf_lth.ConstantSparsity(1.0, 0), "target_sparsity must be in range"),
+    (lambda: tf_lth.ConstantSparsity(-0.1, 0), "target_sparsity must be in range"),
+    (lambda: tf_lth.ConstantSparsity(0.5, begin_step=20, end_step=10),
+     "begin_step should be <= end_step"),
+    (lambda: tf_lth.PolynomialDecay(0.0, -0.1, 0, 10), "final_sparsity must be in range"),
+    (lambda: tf_lth.PolynomialDecay(1.0, 0.5, 0, 10), "initial_sparsity must be in range"),
+    (lambda: tf_lth.PolynomialDecay(0.0, 0.5, begin_step=20, end_step=10),
+     "begin_step should be <= end_step"),
+    (lambda: tf_lth.GradualPruning(tf_lth.ConstantSparsity(0.5, 0), scope="net"),
+     "scope must be one of"),
+    (lambda: tf_lth.DynamicSparse(0.5, method="magic"), "method must be one of"),
+    (lambda: tf_lth.DynamicSparse(0.5, distribution="normal"), "distribution must be one of"),
 ])
 def test_bad_arguments_raise_one_clear_value_error(make, message):
     with pytest.raises(ValueError, match=message):

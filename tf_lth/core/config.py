@@ -492,7 +492,10 @@ def _check_gradual_steps(config: Config) -> None:
 def gradual_window(config: Config, iterations: int) -> tuple:
     """(begin_step, end_step, frequency) of --experiment=gradual for a round of `iterations`:
     the flags where given, else pruning from 10% to 60% of the round in whole pruning
-    periods (`tf_lth.core.sparsity.pruning_window`, as the tfmot baseline)."""
+    periods (`tf_lth.core.sparsity.pruning_window`, as the tfmot baseline). A default
+    end_step is always a pruning step inside the round (the last one of the default span),
+    so the schedule reaches --final_sparsity; a round with no pruning step after the first
+    is refused."""
     from tf_lth.core.sparsity import pruning_window
 
     frequency = int(config.pruning_frequency)
@@ -500,15 +503,33 @@ def gradual_window(config: Config, iterations: int) -> tuple:
     begin = default_begin if config.begin_step is None else int(config.begin_step)
     if config.end_step is not None:
         end = int(config.end_step)
-    else:
-        end = default_end if config.begin_step is None else min(
-            iterations, begin + (default_end - default_begin))
-    if end > iterations:
-        raise ConfigError(f"--end_step={end} is beyond the round's {iterations} iterations; "
-                          f"allowed: begin_step <= end_step <= {iterations}.")
-    if begin >= end:
-        raise ConfigError(f"--begin_step={begin} is not before the end step {end} (the round "
-                          f"has {iterations} iterations); allowed: begin_step < end_step.")
+        if end > iterations:
+            raise ConfigError(f"--end_step={end} is beyond the round's {iterations} iterations; "
+                              f"allowed: begin_step <= end_step <= {iterations}.")
+        if begin >= end:
+            first = (f"--begin_step={begin}" if config.begin_step is not None else
+                     f"the default --begin_step ({begin}, 10% of the round's {iterations} "
+                     "iterations in whole pruning periods)")
+            raise ConfigError(f"--end_step={end} is not after {first}; allowed: "
+                              "begin_step < end_step.")
+        if (begin if begin >= 1 else frequency) > end:  # step 1 is the first batch
+            raise ConfigError(f"--pruning_frequency={frequency} leaves no pruning step from "
+                              f"step {begin} to --end_step={end}; allowed: --pruning_frequency "
+                              f"<= {end - begin}.")
+        return begin, end, frequency
+    if begin >= iterations:
+        raise ConfigError(f"--begin_step={begin} is not before the end of the round "
+                          f"({iterations} iterations); allowed: begin_step < {iterations}.")
+    # the default span from begin, cut back to the last pruning step inside the round
+    # (min(...) alone could end between two pruning steps: the final sparsity never reached)
+    wanted = min(iterations, begin + (default_end - default_begin))
+    end = begin + frequency * ((wanted - begin) // frequency)
+    if end <= begin:
+        raise ConfigError(
+            f"--pruning_frequency={frequency} leaves no pruning step after step {begin} in the "
+            f"round's {iterations} iterations, so --final_sparsity would never be reached; "
+            f"allowed: --pruning_frequency <= {iterations - begin}"
+            + ("." if config.begin_step is None else ", or an earlier --begin_step."))
     return begin, end, frequency
 
 
