@@ -457,3 +457,26 @@ def test_the_table_covers_every_sparse_training_flag():
                    "dynamic_sparse_with_block_1x4", "final_sparsity_with_lottery",
                    "gradual_without_final_sparsity", "dynamic_without_final_sparsity"):
         assert needed in refused, needed
+
+
+@pytest.mark.parametrize("flags, named", [
+    (dict(update_every=500, iterations=300), "--update_every=500"),  # 75% of 300 is 225
+    (dict(update_every=100, iterations=300, update_end_step=50), "--update_every=100"),
+    (dict(update_end_step=301, iterations=300), "--update_end_step=301"),
+])
+def test_rigl_and_set_without_an_update_step_in_the_round_are_refused(tmp_path, flags, named):
+    """A RigL or SET run that would never move a connection is static training under
+    another name: refused with the data's round length, before anything is written."""
+    from tf_lth.core import config as config_lib
+    from tf_lth.core import data as data_lib
+    from tf_lth.core import models
+
+    config = config_lib.make(experiment="dynamic_sparse", final_sparsity=0.9,
+                             dataset="synthetic_mnist", run_dir=str(tmp_path / "run"), **flags)
+    with pytest.raises(config_lib.ConfigError, match=named):
+        models.check_compatible(config, data_lib.for_config(config))
+    static = config_lib.make(experiment="dynamic_sparse", final_sparsity=0.9,
+                             dataset="synthetic_mnist", sparse_method="static",
+                             run_dir=str(tmp_path / "run"),
+                             **{k: v for k, v in flags.items() if k != "update_end_step"})
+    models.check_compatible(static, data_lib.for_config(static))  # static needs no update

@@ -136,7 +136,6 @@ def run_baseline(config, log=print) -> list:
             f"--strategy={config.strategy!r} is not supported by --experiment=tfmot_baseline; "
             "allowed: default (tfmot's legacy Keras 2 loop runs on one device)."
         )
-    _check_uniform(config)
     log(f"run directory: {config.run_dir}")
     for level in levels(config):
         if run_files.is_done(config.run_dir, level):
@@ -148,20 +147,6 @@ def run_baseline(config, log=print) -> list:
     records = runs.round_records(config.run_dir)
     runs.write_results(config.run_dir, config, records, extra=_extra(config))
     return records
-
-
-def _check_uniform(config) -> None:
-    """With --final_sparsity, the settings of the lottery levels, and the native masks'
-    global scope and 1x4 blocks (which the worker does not reproduce), are refused."""
-    if config.final_sparsity is None:
-        return
-    for name in ("rounds", "one_shot", "prune_scope", "mask_block"):
-        if getattr(config, name) != config_lib.default(name):
-            raise ConfigError(
-                f"--{name}={getattr(config, name)!r} is not allowed with "
-                "--experiment=tfmot_baseline and --final_sparsity (one run, every layer "
-                f"pruned on its own, single weights); allowed: the default, "
-                f"{config_lib.default(name)!r}.")
 
 
 def _extra(config) -> dict:

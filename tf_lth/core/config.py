@@ -452,8 +452,11 @@ def _check_sparse_training(config: Config) -> None:
                           f"tfmot_baseline (got {experiment!r}).")
     _in_unit_interval("final_sparsity", config.final_sparsity)
     _in_unit_interval("initial_sparsity", config.initial_sparsity)
-    if experiment == "gradual" or config.final_sparsity is not None and experiment == "tfmot_baseline":
+    uniform_tfmot = config.final_sparsity is not None and experiment == "tfmot_baseline"
+    if experiment == "gradual" or uniform_tfmot:
         _check_gradual_steps(config)
+    if uniform_tfmot:
+        _check_uniform_tfmot(config)
     if experiment not in choices.SPARSE_EXPERIMENTS:
         return
     if config.final_sparsity is None:
@@ -478,6 +481,19 @@ def _check_sparse_training(config: Config) -> None:
         raise ConfigError(f"--drop_fraction={config.drop_fraction} is not allowed; allowed: "
                           "0 < drop_fraction <= 1.")
     _positive("update_end_step", config.update_end_step, integer=True)
+
+
+def _check_uniform_tfmot(config: Config) -> None:
+    """The tfmot baseline with --final_sparsity: one run, every layer pruned on its own,
+    single weights; the lottery levels' settings, global scope and 1x4 blocks are refused."""
+    for name in ("rounds", "one_shot", "prune_scope", "mask_block"):
+        if getattr(config, name) != default(name):
+            raise ConfigError(
+                f"--{name}={getattr(config, name)!r} is not allowed with "
+                "--experiment=tfmot_baseline and --final_sparsity (one run, every layer "
+                f"pruned on its own, single weights); allowed: the default, {default(name)!r}.")
+    if config.iterations:  # else the round's length needs the data (the worker checks)
+        gradual_window(config, int(config.iterations))
 
 
 def _check_gradual_steps(config: Config) -> None:

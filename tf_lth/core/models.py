@@ -186,12 +186,9 @@ def check_compatible(config, data) -> None:
         from tf_lth.core.config import gradual_window
 
         gradual_window(config, config.train_iterations(data.steps_per_epoch(config.batch_size)))
-    if config.experiment == "dynamic_sparse" and config.update_end_step:
-        iterations = config.train_iterations(data.steps_per_epoch(config.batch_size))
-        if config.update_end_step > iterations:
-            raise ConfigError(
-                f"--update_end_step={config.update_end_step} is beyond the round's {iterations} "
-                f"iterations; allowed: 1 to {iterations}.")
+    if config.experiment == "dynamic_sparse":
+        _check_dynamic_updates(config, config.train_iterations(
+            data.steps_per_epoch(config.batch_size)))
     if config.rewind_iteration > 0:
         iterations = config.train_iterations(data.steps_per_epoch(config.batch_size))
         if config.rewind_iteration >= iterations:
@@ -199,6 +196,26 @@ def check_compatible(config, data) -> None:
                 f"--rewind_iteration={config.rewind_iteration} is beyond the training length "
                 f"of {iterations} iterations; allowed: 0 <= rewind_iteration < {iterations}."
             )
+
+
+def _check_dynamic_updates(config, iterations: int) -> None:
+    """RigL and SET need at least one update step inside the round (else they are static
+    sparse training under another name)."""
+    from tf_lth.core.config import ConfigError
+
+    if config.update_end_step and config.update_end_step > iterations:
+        raise ConfigError(
+            f"--update_end_step={config.update_end_step} is beyond the round's {iterations} "
+            f"iterations; allowed: 1 to {iterations}.")
+    if config.sparse_method == "static" or not config.update_every:
+        return
+    last = config.update_end_step or max(1, int(0.75 * iterations))
+    if config.update_every > last:
+        raise ConfigError(
+            f"--update_every={config.update_every} leaves no update step up to step {last} "
+            f"({'--update_end_step' if config.update_end_step else '75% of the round'}), so "
+            f"--sparse_method={config.sparse_method} would never move a connection; allowed: "
+            f"--update_every <= {last}, or --sparse_method=static.")
 
 
 def model_state(model) -> dict:

@@ -131,6 +131,9 @@ def sparse_run_name(method: str, sparsity: float) -> str:
 def _sparse_runs(budget: Budget, common: dict, speed: dict, steps: int, evals: int) -> list:
     """The sparse section: method x sparsity x seed, each one lottery round's `steps`."""
     runs = []
+    period = {}  # a short budget (smoke) still prunes and updates about ten times
+    if steps < 1000:
+        period = {"pruning_frequency": max(1, steps // 10), "update_every": max(1, steps // 10)}
     for sparsity in budget.sparse_sparsities:
         for method, (_, flags) in SPARSE_METHODS.items():
             tfmot = method == "tfmot"
@@ -141,7 +144,9 @@ def _sparse_runs(budget: Budget, common: dict, speed: dict, steps: int, evals: i
                 runs.append(SubRun(
                     name, "sparse", "sparse",
                     {**common, **flags, "final_sparsity": sparsity,
-                     "seed": common["seed"] + index},
+                     "seed": common["seed"] + index,
+                     **{key: value for key, value in period.items()
+                        if (key == "update_every") == (flags["experiment"] == "dynamic_sparse")}},
                     fixed_s=fixed, estimate_s=fixed + steps * step_s + evals * speed["eval"]))
     return runs
 

@@ -11,6 +11,7 @@ round whose kept fraction is nearest, and the dense network (the baseline's roun
 
 from __future__ import annotations
 
+from tf_lth.core import choices
 from tf_lth.cli.reproduce.claims import mean_std, pct
 from tf_lth.cli.reproduce.paper import SPARSE_METHODS as METHODS
 from tf_lth.cli.reproduce.plan import BASELINE, seed_names, sparse_run_name as run_name
@@ -98,7 +99,7 @@ def ordering_claim(cells: dict, budget) -> tuple:
     high = [s for s in budget.sparse_sparsities if s >= 0.95] or list(budget.sparse_sparsities)
     parts, holds = [], []
     for sparsity in high:
-        means = {m: cells[m][sparsity]["accuracy"][0] for m in ("rigl", "set", "static")}
+        means = {m: cells[m][sparsity]["accuracy"][0] for m in choices.SPARSE_METHODS}
         if any(value is None for value in means.values()):
             return ("RigL beats SET, which beats static sparse training, at high sparsity",
                     _verdict(None, f"runs missing at {pct(sparsity, 0)}% sparsity."))
