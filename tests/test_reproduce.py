@@ -725,7 +725,8 @@ def test_sparse_section_decides_its_claims_by_rule_and_splices_into_an_existing_
     assert "round 7," in ticket and "round 13," in ticket and "round 18," in ticket
     glance = text.split("## Claims at a glance")[1].split("## 1.")[0]
     rows = [line for line in glance.splitlines() if line.startswith("| sparse |")]
-    assert len(rows) == 3 and all("**reproduced**" in row for row in rows), rows
+    assert len(rows) == 3, rows
+    assert all("**reproduced**" in row for row in rows if "3x as fast" not in row), rows
     # swap SET and static at 98%: the ordering claim fails; spliced again, rows replaced
     for index in range(3):
         path = os.path.join(out_dir, "sparse", f"static_98{'_seed%d' % index if index else ''}",
@@ -740,4 +741,15 @@ def test_sparse_section_decides_its_claims_by_rule_and_splices_into_an_existing_
     rows = [line for line in glance.splitlines() if line.startswith("| sparse |")]
     assert len(rows) == 3 and text.count("## 8. Sparse training") == 1
     assert "**not reproduced**" in next(row for row in rows if "RigL beats SET" in row)
-    assert "**reproduced**" in next(row for row in rows if "3x as fast" in row)  # 60000/9000
+    speed = next(row for row in rows if "3x as fast" in row)  # decided by make bench's figures
+    assert "**reproduced**" in speed or "**not reproduced**" in speed or "**not measured**" in speed
+    from tf_lth.cli.reproduce.sparse import speed_claim
+
+    bench = {"sparse": {"rates": {"gradual": {"examples_per_second": 30000.0},
+                                  "tfmot_gradual": {"examples_per_second": 9000.0}},
+                        "gradual_vs_tfmot": 30000 / 9000, "gradual_vs_tfmot_command": 2.0,
+                        "length": "--epochs=1", "sparsity": 0.95}}
+    assert speed_claim(bench)[1]["verdict"] == "reproduced"  # 3.33x
+    bench["sparse"]["gradual_vs_tfmot"] = 2.9
+    assert speed_claim(bench)[1]["verdict"] == "not reproduced"
+    assert speed_claim(None)[1]["verdict"] == "not measured"
