@@ -111,7 +111,8 @@ def ordering_claim(cells: dict, budget) -> tuple:
     rule = ("Rule: the 3-seed means are ordered RigL > SET > static at every sparsity of "
             f"{', '.join(f'{100 * s:g}%' for s in high)}.")
     return ("RigL beats SET, which beats static sparse training, at high sparsity",
-            _verdict(all(holds), "; ".join(parts) + ". " + rule))
+            _verdict(all(holds), ("; ".join(parts) + ". ").capitalize()[:1]
+                     + ("; ".join(parts) + ". ")[1:] + rule))
 
 
 def parity_claim(cells: dict, budget) -> tuple:
