@@ -65,3 +65,26 @@ def mid_round_2(run_dir):
     """Round 1 done and round 2 evaluated at iteration 25 of 200."""
     return (os.path.exists(os.path.join(run_dir, "round_001", "DONE"))
             and metrics_lines(run_dir, 2) >= 2)
+
+
+def sigterm_when(command, cwd, env, ready, deadline_s=400):
+    """Starts `command` and sends it SIGTERM once `ready()` is true; returns (exit status,
+    output). Fails if the process ends first or `deadline_s` passes."""
+    import signal
+    import time
+
+    process = subprocess.Popen(command, cwd=cwd, env=env, stdout=subprocess.PIPE,
+                               stderr=subprocess.STDOUT)
+    deadline = time.time() + deadline_s
+    try:
+        while not ready():
+            assert process.poll() is None, "the run ended before the signal"
+            assert time.time() < deadline, "the signal point was never reached"
+            time.sleep(0.005)
+        process.send_signal(signal.SIGTERM)
+        process.wait(timeout=120)
+    finally:
+        if process.poll() is None:
+            process.kill()
+        output = process.communicate()[0].decode(errors="replace")
+    return process.returncode, output

@@ -34,13 +34,12 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 from fractions import Fraction
 
 import numpy as np
 import pytest
 
-from tests.helpers import ROOT, run_cli
+from tests.helpers import ROOT, run_cli, sigterm_when
 from tests.test_reliability import NPZ_FILES, assert_bitwise_equal, read_json, without_timing
 
 ITERATIONS = 400
@@ -111,21 +110,7 @@ def checkpointed(run_dir):
 def train_and_stop(kind, run_dir):
     """Starts a run and sends SIGTERM once its first in-round checkpoint exists; returns
     (exit status, output)."""
-    process = subprocess.Popen(_command(kind, run_dir), cwd=ROOT, env=_env(),
-                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    deadline = time.time() + 400
-    try:
-        while not checkpointed(run_dir):
-            assert process.poll() is None, "the run ended before its first checkpoint"
-            assert time.time() < deadline, "no checkpoint was written"
-            time.sleep(0.005)
-        process.send_signal(signal.SIGTERM)
-        process.wait(timeout=120)
-    finally:
-        if process.poll() is None:
-            process.kill()
-        output = process.communicate()[0].decode(errors="replace")
-    return process.returncode, output
+    return sigterm_when(_command(kind, run_dir), ROOT, _env(), lambda: checkpointed(run_dir))
 
 
 def parallel(jobs: dict) -> dict:

@@ -34,11 +34,10 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 
 import pytest
 
-from tests.helpers import ROOT, metrics_lines, mid_round_2
+from tests.helpers import ROOT, metrics_lines, mid_round_2, sigterm_when
 from tests.test_reliability import assert_bitwise_equal, read_json
 
 OLD_COMMIT = "02ef4a4"
@@ -94,22 +93,8 @@ def supermask_mid_round(run_dir):
 def train_and_sigterm(tree, flags, run_dir, ready, deadline_s=400):
     """Starts a run with the code of `tree` and sends SIGTERM once `ready(run_dir)`; returns
     (exit status, output)."""
-    process = subprocess.Popen([sys.executable, "-m", "tf_lth.train", *flags,
-                                f"--run_dir={run_dir}"], cwd=tree, env=_env(tree),
-                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    deadline = time.time() + deadline_s
-    try:
-        while not ready(run_dir):
-            assert process.poll() is None, "the run ended before the signal"
-            assert time.time() < deadline, "the signal point was never reached"
-            time.sleep(0.005)
-        process.send_signal(signal.SIGTERM)
-        process.wait(timeout=120)
-    finally:
-        if process.poll() is None:
-            process.kill()
-        output = process.communicate()[0].decode(errors="replace")
-    return process.returncode, output
+    return sigterm_when([sys.executable, "-m", "tf_lth.train", *flags, f"--run_dir={run_dir}"],
+                        tree, _env(tree), lambda: ready(run_dir), deadline_s)
 
 
 def parallel(jobs: dict, workers: int = 2) -> dict:
