@@ -283,7 +283,8 @@ def test_run_all_logs_progress_and_skips_complete_runs(tmp_path, monkeypatch):
     budget = paper.budget_for("mnist_fc", "smoke")
     runs = plan.plan("mnist_fc", budget, dataset="synthetic_mnist")
     out_dir = str(tmp_path)
-    fake_reproduction(out_dir, budget, runs[:1])  # the baseline is complete
+    baseline = next(run for run in runs if run.name == plan.BASELINE)
+    fake_reproduction(out_dir, budget, [baseline])  # the baseline is complete
     started = []
 
     def fake_execute(run, out_dir, data_dir, log, threads, timeout):
@@ -294,7 +295,7 @@ def test_run_all_logs_progress_and_skips_complete_runs(tmp_path, monkeypatch):
     lines = []
     state_path = str(tmp_path / "reproduce.json")
     status = execute.run_all(runs, out_dir, None, {}, state_path, log=lines.append)
-    assert started == [run.name for run in runs[1:]]
+    assert started == [run.name for run in runs if run is not baseline]
     assert all(record["status"] == "done" for record in status.values())
     assert f"  {plan.BASELINE}: already complete, skipped" in lines
     finished = [line for line in lines if line.startswith("[") and ": done in" in line]
@@ -525,8 +526,13 @@ def test_paper_budget_runs_the_open_claims_first_with_three_seeds():
     names = [run.name for run in runs]
     zero = [run for run in runs if run.figure == "mask_zero"]
     assert len(zero) == 9 and sorted({run.flags["seed"] for run in zero}) == [0, 1, 2]
-    first = plan.seed_names(plan.BASELINE, 3) + [run.name for run in zero] + [
-        "learned/signed_constant", "learned/init"]
+    # the learned supermasks (each done in one sitting), then seed by seed the ticket and
+    # every mask-0 action, so an interrupted run holds whole comparisons
+    first = ["learned/signed_constant", "learned/init"]
+    for index, suffix in enumerate(["", "_seed1", "_seed2"]):
+        first += [plan.BASELINE + suffix] + [f"mask_zero/{action}{suffix}" for action in (
+            "freeze_init", "freeze_init_zero_mask", "freeze_init_zero_all")]
+        assert {run.flags["seed"] for run in runs if run.name in first[-4:]} == {index}
     assert names[:len(first)] == first
     assert names.index("criteria/magnitude_increase") == len(first)
 

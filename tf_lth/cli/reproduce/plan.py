@@ -98,11 +98,9 @@ def plan(preset: str, budget: Budget, dataset: str | None = None, seed: int = 0,
     round_s = steps * speed["step"] + evals * speed["eval"] + speed["between"]
     runs = _lottery_runs(budget, common, lambda rounds: speed["startup"] + (rounds + 1) * round_s,
                          lambda rounds: speed["startup"] + (rounds + 1) * speed["between"])
-    # Run order: the baseline and mask-0 runs, the learned supermasks (the open claims),
-    # then the criteria and the rest.
-    first = sum(run.figure == "mask_zero" or run.name in seed_names(BASELINE, budget.seeds)
-                for run in runs)
-    runs[first:first] = _learned_runs(budget, common, speed, preset, dataset)
+    # Run order: the open claims first. The learned supermasks (one sitting each), then the
+    # baseline and mask-0 runs seed by seed, then the criteria and the rest.
+    runs[0:0] = _learned_runs(budget, common, speed, preset, dataset)
     runs.append(_untrained_run(budget, common, speed))
     for level in budget.tfmot_levels:
         runs.append(SubRun(
@@ -157,8 +155,8 @@ def seed_names(name: str, seeds: int) -> list:
 
 
 def _lottery_runs(budget: Budget, common: dict, estimate, fixed) -> list:
-    """The baseline (one sub-run per seed), mask-0 (one per seed), criteria, mask-1 and
-    1x4-block runs, in that order: the runs behind the open claims come first."""
+    """The baseline and mask-0 runs (seed by seed), criteria, mask-1 and 1x4-block runs, in
+    that order: the runs behind the open claims come first."""
     runs = []
 
     def lottery(name, figure, rounds, **flags):
@@ -170,13 +168,18 @@ def _lottery_runs(budget: Budget, common: dict, estimate, fixed) -> list:
 
     deepest = max(budget.criteria_rounds, budget.mask_one_rounds, budget.mask_zero_rounds,
                   budget.block_rounds, budget.export_round)
-    for index, name in enumerate(seed_names(BASELINE, budget.seeds)):
-        lottery(name, "criteria", deepest, seed=common["seed"] + index)
-    for action in budget.mask_zero_actions:
-        for index, name in enumerate(seed_names(f"mask_zero/{action}",
-                                                budget.mask_zero_seeds)):
-            lottery(name, "mask_zero", budget.mask_zero_rounds, mask_zero_action=action,
-                    seed=common["seed"] + index)
+    # Seed by seed: the ticket, then each mask-0 action, so that an interrupted run already
+    # holds every mask-0 comparison at the seeds it finished.
+    baselines = seed_names(BASELINE, budget.seeds)
+    zero_runs = {action: seed_names(f"mask_zero/{action}", budget.mask_zero_seeds)
+                 for action in budget.mask_zero_actions}
+    for index in range(max(budget.seeds, budget.mask_zero_seeds)):
+        if index < len(baselines):
+            lottery(baselines[index], "criteria", deepest, seed=common["seed"] + index)
+        for action, names in zero_runs.items():
+            if index < len(names):
+                lottery(names[index], "mask_zero", budget.mask_zero_rounds,
+                        mask_zero_action=action, seed=common["seed"] + index)
     for criterion in budget.criteria:
         if criterion != "large_final":
             lottery(f"criteria/{criterion}", "criteria", budget.criteria_rounds,
