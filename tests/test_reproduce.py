@@ -275,8 +275,11 @@ def test_progress_gives_the_time_left_for_the_whole_plan():
     progress.finish(runs[2], {"status": "failed", "seconds": 1.0, "error": "boom"})
     assert progress.left_s() == pytest.approx(120.0)  # a failure does not change the speed
     assert "(boom)" in progress.line(runs[2], {"status": "failed", "error": "boom"})
+    # two at once on two cores: each takes twice its estimate (one thread), two run together
     parallel = execute.Progress(runs, runs, jobs=2)
-    assert parallel.left_s() == pytest.approx(120.0)
+    assert parallel.left_s() == pytest.approx(4 * 2 * 60.0 / 2)
+    parallel.finish(runs[0], {"status": "done", "seconds": 60.0})  # as fast as on two cores
+    assert parallel.left_s() == pytest.approx(3 * 60.0 / 2)
 
 
 def test_run_all_logs_progress_and_skips_complete_runs(tmp_path, monkeypatch):

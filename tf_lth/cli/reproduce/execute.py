@@ -20,7 +20,7 @@ import time
 
 from tf_lth.core import preemption, run_files
 from tf_lth.cli.reproduce import ROOT
-from tf_lth.cli.reproduce.plan import SubRun, minutes, total_estimate
+from tf_lth.cli.reproduce.plan import SubRun, duration, minutes, total_estimate
 
 
 def _flag(name: str, value) -> str:
@@ -192,35 +192,38 @@ def execute(run: SubRun, out_dir: str, data_dir: str | None, log, threads: int |
 class Progress:
     """Progress of the whole plan and the time left.
 
-    The time left is the plan's estimate for the sub-runs not yet finished, scaled by how
-    long the sub-runs finished in this session took against their own estimates (1 until
-    one has finished), divided by the sub-runs running at once.
+    The time left is the plan's wall estimate for the sub-runs not yet finished (each as long
+    as `duration` says with `jobs` sharing the cores), scaled by how long the sub-runs finished
+    in this session took against those estimates (1 until one has finished), divided by the
+    sub-runs running at once.
     """
 
     def __init__(self, runs: list, pending: list, jobs: int = 1, clock=time.time):
         self.total = len(runs)
         self.finished = len(runs) - len(pending)
+        self.jobs = max(1, jobs)
         self.left_estimate_s = total_estimate(pending)
+        self.left_wall_s = sum(duration(run, self.jobs) for run in pending)
         self.plan_estimate_s = total_estimate(runs)
         self.measured_s = 0.0
         self.measured_estimate_s = 0.0
-        self.jobs = max(1, jobs)
         self.clock = clock
         self.started = clock()
 
     def finish(self, run: SubRun, record: dict) -> None:
         self.finished += 1
         self.left_estimate_s = max(0.0, self.left_estimate_s - run.estimate_s)
+        self.left_wall_s = max(0.0, self.left_wall_s - duration(run, self.jobs))
         if record.get("status") == "done" and record.get("seconds") and run.estimate_s:
             self.measured_s += record["seconds"]
-            self.measured_estimate_s += run.estimate_s
+            self.measured_estimate_s += duration(run, self.jobs)
 
     def speed_factor(self) -> float:
         """Measured seconds per estimated second so far (1 before anything finished)."""
         return self.measured_s / self.measured_estimate_s if self.measured_estimate_s else 1.0
 
     def left_s(self) -> float:
-        return self.speed_factor() * self.left_estimate_s / self.jobs
+        return self.speed_factor() * self.left_wall_s / self.jobs
 
     def summary(self) -> str:
         """Elapsed time, time left, and the share of the plan's estimated work done."""
