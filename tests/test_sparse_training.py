@@ -226,3 +226,49 @@ def test_static_sparse_training_never_moves_its_mask():
 def test_bad_arguments_raise_one_clear_value_error(make, message):
     with pytest.raises(ValueError, match=message):
         make()
+
+
+@pytest.mark.parametrize("kind", ["gradual", "rigl", "set"])
+def test_update_between_calls_equals_the_update_inside_the_step(kind):
+    """tf_lth's loop runs step t's update on t's batch before the step (`update_next`), the
+    step only counting (`count_step`); model.fit runs it inside the step (`before_step`).
+    Step by step, with the same weight changes in between, both give the same masks and
+    kernels."""
+    from tf_lth.core.sparse_training import DynamicUpdater, GradualUpdater
+
+    x, y = _data(192)
+    models, updaters = [], []
+    for _ in range(2):
+        model = _model(seed=3)
+        model.optimizer.build(model.trainable_variables)
+        models.append(model)
+        if kind == "gradual":
+            updaters.append(GradualUpdater(model, PolynomialDecay(0.0, 0.8, 2, 10, frequency=2)))
+        else:
+            updaters.append(DynamicUpdater(model, 0.7, method=kind, update_every=3,
+                                           drop_fraction=0.5, end_step=10, seed=1))
+    inside, between = updaters
+    assert between.update_steps(12), "the case updates no mask"
+
+    def loss_fn(model):
+        return lambda a, b: model.compute_loss(x=a, y=b, y_pred=model(a, training=False))
+
+    step_inside = tf.function(lambda a, b: inside.before_step(a, b, loss_fn(models[0])))
+    update_next = tf.function(lambda a, b: between.update_next(a, b, loss_fn(models[1])))
+    count = tf.function(between.count_step)
+    rng = np.random.default_rng(5)
+    for step in range(1, 13):
+        batch = slice(16 * (step - 1), 16 * step)
+        step_inside(x[batch], y[batch])
+        if step in between.update_steps(12):
+            update_next(x[batch], y[batch])
+        count()
+        for a, b in zip(inside.slots, between.slots):
+            np.testing.assert_array_equal(a.mask.numpy(), b.mask.numpy())
+            np.testing.assert_array_equal(a.kernel.numpy(), b.kernel.numpy())
+        for a, b in zip(inside.slots, between.slots):  # the same "training" on both
+            change = rng.normal(size=a.kernel.shape).astype("float32") * 0.1
+            a.kernel.assign_add(change)
+            b.kernel.assign_add(change)
+    assert int(inside.step.numpy()) == int(between.step.numpy()) == 12
+    assert any(not np.all(s.mask.numpy() == 1) for s in between.slots)

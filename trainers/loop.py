@@ -72,7 +72,9 @@ class Schedule:
     round_index: int = 0
     label: str = "train"
     progress: bool = True
-    mask_update_at: tuple = ()  # steps at which a mask updater changes the masks
+    # steps (1 = the first batch) whose start a mask updater changes the masks at; calls end
+    # just before each, and the update runs between calls (Trainer.fit)
+    mask_update_at: tuple = ()
 
 
     def next_boundary(self, iteration: int) -> int:
@@ -82,9 +84,9 @@ class Schedule:
             if every > 0:
                 candidates.append((iteration // every + 1) * every)
         candidates += [at for at in self.snapshot_at if at > iteration]
-        later = bisect.bisect_right(self.mask_update_at, iteration)
+        later = bisect.bisect_right(self.mask_update_at, iteration + 1)
         if later < len(self.mask_update_at):
-            candidates.append(self.mask_update_at[later])
+            candidates.append(self.mask_update_at[later] - 1)
         return min(candidates)
 
     def checkpoint_due(self, iteration: int) -> bool:
@@ -221,6 +223,7 @@ class Trainer:
         self.jit = jit
         self._train_call = tf.function(self._train_steps, jit_compile=jit)
         self._eval_call = tf.function(self._evaluate_chunks, jit_compile=jit)
+        self._update_call = tf.function(self._mask_update, jit_compile=jit)
 
     # ---- compiled math -------------------------------------------------------------
     def _batch_loss(self, images, labels, global_batch_size, training=True):
@@ -231,9 +234,8 @@ class Trainer:
 
     def _replica_step(self, images, labels, global_batch_size):
         updater = self.mask_updater
-        if updater is not None:  # the step's mask work, before its forward pass
-            updater.before_step(images, labels, lambda x, y: self._batch_loss(
-                x, y, global_batch_size, training=False))
+        if updater is not None:  # the step's mask work, before its forward pass; the
+            updater.count_step()  # updates themselves run between calls (_mask_update)
         with updater.training_mode() if updater is not None else contextlib.nullcontext():
             with tf.GradientTape() as tape:
                 loss = self._batch_loss(images, labels, global_batch_size)
@@ -241,6 +243,12 @@ class Trainer:
         gradients = tape.gradient(loss, variables)
         self.optimizer.apply(gradients, variables)
         return loss
+
+    def _mask_update(self, images, labels, batch_indices):
+        """The mask updater's update for the next step, on that step's batch."""
+        self.mask_updater.update_next(
+            tf.gather(images, batch_indices), tf.gather(labels, batch_indices),
+            lambda x, y: self._batch_loss(x, y, batch_indices.shape[0], training=False))
 
     def _replica_gather_step(self, images, labels, batch_indices):
         """One replica's share of the global batch `batch_indices`."""
@@ -403,6 +411,11 @@ class Trainer:
                     hooks.save_checkpoint(iteration, history)
                     raise preemption.Preempted(signal_number, round_index=schedule.round_index,
                                                iteration=iteration)
+                if schedule.mask_update_at and _contains(schedule.mask_update_at,
+                                                         iteration + 1):
+                    self._call("_update_call", device.train_images, device.train_labels,
+                               tf.constant(order.indices(iteration, 1, pad_to=1)[0]))
+                    hooks.masks_updated(iteration + 1)
                 count = min(self.steps_per_call, schedule.next_boundary(iteration) - iteration)
                 if steps_per_second:  # keep calls short enough to answer signals promptly
                     count = min(count, max(1, int(steps_per_second * CALL_SECONDS)))
@@ -413,8 +426,6 @@ class Trainer:
                 iteration += count
                 if iteration in schedule.snapshot_at:
                     hooks.snapshot(iteration)
-                if schedule.mask_update_at and _contains(schedule.mask_update_at, iteration):
-                    hooks.masks_updated(iteration)
                 if due(iteration, schedule.eval_every, total):
                     loss_value = self._take_train_loss(schedule.round_index, iteration)
                     record = self.evaluate_splits(data, iteration)

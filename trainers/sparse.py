@@ -2,12 +2,12 @@
 
 Experiment layer of tf_lth: `--experiment=gradual` (tfmot's gradual magnitude pruning) and
 `--experiment=dynamic_sparse` (RigL, SET, static random sparse) train one round, round 0,
-whose masks change inside the compiled training steps
-(`tf_lth.core.sparse_training.GradualUpdater` and `DynamicUpdater`). The round is the
-lottery runs' round 0 in every other respect (`trainers.lottery.RoundTrainer`): the same
-loop, data order, evaluations, checkpoints, files and resume, so `tf_lth.export` and
-`tf_lth.plot` read it as they read a dense run. Compiled calls end exactly on the steps that
-change the masks, and `round_000/mask_updates.jsonl` records each kernel's kept count there.
+whose masks change while it trains (`tf_lth.core.sparse_training.GradualUpdater` and
+`DynamicUpdater`). The round is the lottery runs' round 0 in every other respect
+(`trainers.lottery.RoundTrainer`): the same loop, data order, evaluations, checkpoints,
+files and resume, so `tf_lth.export` and `tf_lth.plot` read it as they read a dense run. Compiled calls end just before each step
+that changes the masks, the update runs between calls (`trainers.loop.Trainer.fit`), and
+`round_000/mask_updates.jsonl` records each kernel's kept count there.
 """
 
 from __future__ import annotations

@@ -85,24 +85,29 @@ def drop_fraction(step, initial: float, end_step):
     return initial / 2.0 * (1.0 + tf.cos(math.pi * t / end))
 
 
-def drop_and_grow(mask, kernel, fraction, grow_scores):
+def drop_and_grow(mask, kernel, fraction, grow_scores, max_count=None):
     """One RigL/SET update of one kernel (see `tf_lth.core.sparsity.drop_and_grow`): returns
-    (new mask, grown), grown as a 0/1 tensor of positions inactive before and active now."""
+    (new mask, grown), grown as a 0/1 tensor of positions inactive before and active now.
+
+    `max_count` (a Python int), when given, bounds the weights one update moves
+    (floor(fraction x active) never exceeds it): the update then picks them by top-k, not by
+    sorting the whole kernel (on a 784x300 kernel at 95% sparsity, a tenth of the work).
+    """
     flat_mask = tf.reshape(mask, [-1])
-    size = tf.size(flat_mask)
+    size = int(flat_mask.shape[0])
+    k = size if max_count is None else max(1, min(int(max_count), size))
     active = tf.reduce_sum(flat_mask)
     count = tf.cast(tf.floor(tf.cast(fraction, tf.float32) * active), tf.int32)
     inf = tf.constant(float("inf"), kernel.dtype)
-    positions = tf.range(size)
+    chosen = tf.cast(tf.range(k) < count, flat_mask.dtype)
+    # the `count` smallest drop scores, lower index first among ties (top_k's order)
     drop_scores = tf.where(flat_mask > 0, tf.abs(tf.reshape(kernel, [-1])), inf)
-    # the `count` smallest drop scores, lower index first among ties (stable order)
-    order = tf.argsort(drop_scores, stable=True)
-    dropped = tf.scatter_nd(order[:, None], tf.cast(positions < count, flat_mask.dtype), [size])
+    _, order = tf.math.top_k(-drop_scores, k=k)
+    dropped = tf.scatter_nd(order[:, None], chosen, [size])
     keep = flat_mask * (1.0 - dropped)
     candidates = tf.where(keep > 0, -inf, tf.cast(tf.reshape(grow_scores, [-1]), kernel.dtype))
-    order = tf.argsort(-candidates, stable=True)
-    grown_flat = tf.scatter_nd(order[:, None], tf.cast(positions < count, flat_mask.dtype),
-                               [size])
+    _, order = tf.math.top_k(candidates, k=k)
+    grown_flat = tf.scatter_nd(order[:, None], chosen, [size])
     new = tf.reshape(keep + grown_flat, tf.shape(mask))
     grown = tf.reshape(grown_flat * (1.0 - flat_mask), tf.shape(mask))
     return new, grown

@@ -1,9 +1,11 @@
 """Masks that change while training: gradual magnitude pruning (tfmot's semantics) and
 dynamic sparse training (RigL, SET, static), for `model.fit` and for tf_lth's own loop.
 
-Public API layer (docs/sparse_training.md). An updater runs at the start of every training
-step, inside the compiled step, so a mask changes at the exact step its schedule names
-with `steps_per_execution > 1` and under XLA as well:
+Public API layer (docs/sparse_training.md). In `model.fit` an updater runs at the start of
+every training step, inside the compiled step, so a mask changes at the exact step its
+schedule names with `steps_per_execution > 1` and under XLA as well. tf_lth's own loop
+(`trainers.loop.Trainer`) instead ends its compiled calls just before each update step and
+runs the update between calls (`update_next`), so its steps carry no branch (`count_step`):
 
 - `GradualUpdater` (tfmot's `prune_low_magnitude` + `UpdatePruningStep`): the step counter
   is incremented first (the first batch is step 1); at a pruning step every mask keeps the
@@ -95,6 +97,16 @@ class MaskUpdater(abc.ABC):
     @abc.abstractmethod
     def update_steps(self, total_steps: int) -> list:
         """The steps in 1..`total_steps` at which `before_step` changes the masks."""
+
+    @abc.abstractmethod
+    def update_next(self, x, y, loss_fn=None) -> None:
+        """The mask update of the step about to be taken (the counter + 1) on that step's
+        batch, outside the training steps: for a loop that ends its compiled calls just
+        before each of `update_steps` and steps with `count_step` (no branch in the step)."""
+
+    def count_step(self) -> None:
+        """`before_step` without its update: what every step does in such a loop."""
+        self.step.assign_add(1)
 
     @property
     def variables(self) -> list:
@@ -189,6 +201,14 @@ class GradualUpdater(MaskUpdater):
                 lambda: tf.constant(False))
         self.zero_pruned()
 
+    def update_next(self, x=None, y=None, loss_fn=None) -> None:
+        _, value = self.schedule(self.step + 1)
+        self._update_masks(value)
+
+    def count_step(self) -> None:
+        super().count_step()
+        self.zero_pruned()
+
 
 def _m_by_n(value):
     if value is None:
@@ -281,7 +301,10 @@ class DynamicUpdater(MaskUpdater):
         moments = optimizer_moments(self.optimizer or getattr(self.model, "optimizer", None),
                                     self.slots)
         for slot, score in zip(self.slots, scores):
-            new, grown = sparse_ops.drop_and_grow(slot.mask, slot.kernel, fraction, score)
+            # the decayed fraction never exceeds drop_fraction, the kept count is held
+            bound = int(self.drop_fraction * self.targets[slot.key]) + 1
+            new, grown = sparse_ops.drop_and_grow(slot.mask, slot.kernel, fraction, score,
+                                                  max_count=bound)
             slot.kernel.assign(slot.kernel * (1.0 - grown))
             for moment in moments.get(id(slot.kernel), ()):
                 moment.assign(moment * tf.cast(1.0 - grown, moment.dtype))
@@ -310,6 +333,9 @@ class DynamicUpdater(MaskUpdater):
             return
         tf.cond(self.is_update_step(step), lambda: self._update(x, y, loss_fn, step),
                 lambda: tf.constant(False))
+
+    def update_next(self, x=None, y=None, loss_fn=None) -> None:
+        self._update(x, y, loss_fn, self.step + 1)
 
 
 def _fraction(name: str, value) -> float:
