@@ -11,6 +11,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -762,3 +763,28 @@ def test_sparse_section_decides_its_claims_by_rule_and_splices_into_an_existing_
     bench["sparse"]["gradual_vs_tfmot"] = 2.9
     assert speed_claim(bench)[1]["verdict"] == "not reproduced"
     assert speed_claim(None)[1]["verdict"] == "not measured"
+
+
+def test_watchdog_kills_a_sub_run_whose_files_stop_changing_not_a_slow_one(tmp_path):
+    """A sub-run is killed only after `stall_s` without any change to its files; one that
+    keeps writing runs past that, however long it takes."""
+    busy = tmp_path / "busy"
+    busy.mkdir()
+    writer = ("import pathlib, sys, time\n"
+              "for i in range(15):\n"
+              "    pathlib.Path(sys.argv[1], 'metrics.jsonl').write_text(str(i))\n"
+              "    time.sleep(0.1)\n")
+    started = time.time()
+    process = subprocess.Popen([sys.executable, "-c", writer, str(busy)])
+    with execute.Watchdog(process, [str(busy)], stall_s=0.6, poll_s=0.05) as watchdog:
+        assert process.wait(timeout=60) == 0
+    assert not watchdog.fired and time.time() - started > 0.6  # outlived stall_s, writing
+
+    quiet = tmp_path / "quiet"
+    quiet.mkdir()
+    process = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    with execute.Watchdog(process, [str(quiet)], stall_s=0.6, poll_s=0.05) as watchdog:
+        assert process.wait(timeout=30) != 0
+    assert watchdog.fired and time.time() - started < 30
+    assert execute.latest_change([str(busy)]) == pytest.approx(
+        os.path.getmtime(busy / "metrics.jsonl"))

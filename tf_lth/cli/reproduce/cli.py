@@ -10,6 +10,8 @@ reproduced or not, computed from the numbers.
   (runs skip completed rounds). Run the same command again after an interruption.
 - A sub-run that fails (e.g. the tfmot baseline where tensorflow-model-optimization is
   missing) is recorded as failed with its error, and the report says so; the rest go on.
+  One none of whose files changed for 15 minutes (or its estimate, if longer) is taken as
+  hung and killed, however long it has run; the next invocation resumes it.
 - While it runs, a line per finished sub-run gives the elapsed time and the time left for
   the whole plan (the plan's estimates, corrected by the measured speed).
 - `--report_only` regenerates RESULTS.md and the figures from the run directories.

@@ -155,8 +155,56 @@ def _stream(process, stream, run: SubRun, log) -> int:
         raise
 
 
+def latest_change(paths) -> float:
+    """The newest modification time of the files at or under `paths` (0 when none)."""
+    latest = 0.0
+    for path in paths:
+        found = [path] if os.path.isfile(path) else (
+            os.path.join(folder, name) for folder, _, names in os.walk(path) for name in names)
+        for name in found:
+            try:
+                latest = max(latest, os.path.getmtime(name))
+            except OSError:  # removed meanwhile (an atomic rename's temp file)
+                pass
+    return latest
+
+
+class Watchdog:
+    """Kills a sub-run none of whose files (its run directory, its log) changed for
+    `stall_s` seconds: hung, not merely slow on a shared machine. Every sub-run writes an
+    evaluation line, a record or a checkpoint within minutes of its own work; a wall-clock
+    limit would instead kill a healthy paper-budget run that other work slowed down."""
+
+    def __init__(self, process, paths, stall_s: float, poll_s: float = 30.0,
+                 clock=time.time):
+        self.process, self.paths, self.stall_s = process, list(paths), stall_s
+        self.poll_s, self.clock = poll_s, clock
+        self.started = clock()
+        self.fired = False
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._watch, daemon=True)
+
+    def quiet_s(self) -> float:
+        return self.clock() - max(self.started, latest_change(self.paths))
+
+    def _watch(self) -> None:
+        while not self._stop.wait(self.poll_s):
+            if self.quiet_s() > self.stall_s:
+                self.fired = True
+                self.process.kill()  # resumable: the run directory's checkpoint stays
+                return
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc_info):
+        self._stop.set()
+        self._thread.join()
+
+
 def execute(run: SubRun, out_dir: str, data_dir: str | None, log, threads: int | None,
-            timeout: float) -> dict:
+            stall_s: float) -> dict:
     """Runs one sub-run in a subprocess; returns its status record."""
     log_path = _log_path(run, out_dir)
     os.makedirs(os.path.dirname(log_path), exist_ok=True)
@@ -168,13 +216,9 @@ def execute(run: SubRun, out_dir: str, data_dir: str | None, log, threads: int |
         process = subprocess.Popen(args, cwd=ROOT, env=_environment(threads),
                                    stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                                    bufsize=1)
-        timer = threading.Timer(timeout, process.kill)
-        timer.start()
-        try:
+        with Watchdog(process, [run.run_dir(out_dir), log_path], stall_s) as watchdog:
             with preemption.forwarding(process.pid):  # the sub-run checkpoints and stops
                 returncode = _stream(process, stream, run, log)
-        finally:
-            timer.cancel()
     seconds = time.time() - started
     stopped = returncode != 0 and preemption.requested()
     record = {"status": "done" if returncode == 0 else "stopped" if stopped else "failed",
@@ -184,7 +228,8 @@ def execute(run: SubRun, out_dir: str, data_dir: str | None, log, threads: int |
     if returncode == 0 and run.kind == "export":
         run_files.write_json(run.export_marker(out_dir), {"round": run.export_round})
     if returncode != 0:
-        record["error"] = ("timed out after " if seconds >= timeout - 1 else "") + \
+        record["error"] = (f"stalled: no file of it changed for {minutes(stall_s)}, killed; "
+                           if watchdog.fired else "") + \
             (_tail(log_path) or f"exit status {returncode}")
     return record
 
@@ -283,7 +328,7 @@ def run_all(runs: list, out_dir: str, data_dir: str | None, state: dict, state_p
                 f"(estimate {minutes(run.estimate_s)})")
             try:
                 record = execute(run, out_dir, data_dir, log, threads,
-                                 max(900.0, 5 * run.estimate_s))
+                                 max(900.0, run.estimate_s))
             except OSError as error:
                 record = {"status": "failed", "error": f"could not start: {error}"}
             _carry_history(status.get(run.name, {}), record)
