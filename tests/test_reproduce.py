@@ -428,7 +428,11 @@ def test_report_says_which_claims_fail_and_which_runs_are_missing(tmp_path):
     assert "A larger budget was tried: `--budget=paper` completed `criteria/large_final`" in text
 
 
-def test_report_without_runs_has_no_figures_and_measures_nothing(tmp_path):
+def test_report_without_runs_has_no_figures_and_measures_nothing(tmp_path, monkeypatch):
+    from tf_lth.cli.reproduce import sparse
+
+    # nor from a `make bench` of this checkout: the speed claim reads its results.json
+    monkeypatch.setattr(sparse, "bench_results_path", lambda: str(tmp_path / "none.json"))
     budget = tiny_budget()
     runs = plan.plan("mnist_fc", budget)
     text = report.report("mnist_fc", budget, runs, str(tmp_path / "runs"),
@@ -703,6 +707,15 @@ def test_timing_section_puts_estimate_beside_the_time_taken_over_all_invocations
     assert "| `a` | done | 10.0 | 15.0 | aaaa, bbbb |" in lines
     assert "| `b` | stopped | 2.0 | - | - |" in lines
     assert any("took 1.50x their estimate" in line for line in lines)  # 900 s of 600 s
+    # two at once on two cores: a's compute (all of its 600 s) takes twice as long
+    state.update(jobs=2, wall_seconds=1500.0, _complete={"a": True, "b": False})
+    lines = report.timing_section(types.SimpleNamespace(runs=runs, state=state))
+    assert "| `a` | done | 20.0 | 15.0 | aaaa, bbbb |" in lines
+    text = "\n".join(lines)
+    assert "took 0.75x their estimate" in text
+    # the plan's wall with 2 jobs: a and b side by side, 1200 s and 240 s: 20 min
+    assert ("All invocations together took 25.0 min of wall time with --jobs=2, against the "
+            "plan's 20.0 min for the whole plan (not all sub-runs are complete).") in text
 
 
 # ---- issue 23: sparse training beside the ticket ------------------------------------------
@@ -788,3 +801,38 @@ def test_watchdog_kills_a_sub_run_whose_files_stop_changing_not_a_slow_one(tmp_p
     assert watchdog.fired and time.time() - started < 30
     assert execute.latest_change([str(busy)]) == pytest.approx(
         os.path.getmtime(busy / "metrics.jsonl"))
+
+
+def test_learned_section_names_the_authors_2000_epochs_only_when_run_so(tmp_path):
+    for name, at_paper in (("paper", True), ("default", False)):
+        budget = paper.budget_for("mnist_fc", name)
+        runs = plan.plan("mnist_fc", budget)
+        text = report.report("mnist_fc", budget, runs, str(tmp_path / name),
+                             str(tmp_path / f"{name}.md"), str(tmp_path / "figures"), {})
+        learned = text.split("## 5. Learned supermasks")[1].split("\n## ")[0]
+        assert ("`--num_epochs 2000` in their README" in learned) == at_paper
+        assert ("the authors train 2,000 epochs" in learned) == (not at_paper)
+        assert "the paper trains longer" not in learned
+
+
+def test_a_stopped_invocation_still_adds_its_wall_time(tmp_path, monkeypatch):
+    """SIGTERM ends run_all with SystemExit; the invocation's wall seconds are recorded
+    anyway and add to the earlier invocations' (the report's total)."""
+    import types
+
+    def stopped(*args, **kwargs):
+        time.sleep(0.2)
+        raise SystemExit(143)
+
+    monkeypatch.setattr(cli, "run_all", stopped)
+    monkeypatch.setattr(cli.preemption, "install", lambda: None)
+    state_path = str(tmp_path / "reproduce.json")
+    state = {"wall_seconds": 100.0}
+    arguments = types.SimpleNamespace(jobs=2, data_dir=None)
+    with pytest.raises(SystemExit):
+        cli._train(arguments, [], [], str(tmp_path), state, state_path)
+    with open(state_path, encoding="utf-8") as stream:
+        saved = json.load(stream)
+    assert saved["jobs"] == 2
+    assert 0.2 <= saved["last_session_seconds"] < 30
+    assert saved["wall_seconds"] == pytest.approx(100.0 + saved["last_session_seconds"])

@@ -150,11 +150,15 @@ def _train(arguments, runs: list, only: list, out_dir: str, state: dict,
     # not orphaned; the next invocation resumes them (tf_lth/cli/reproduce/execute.py).
     preemption.install()
     state.setdefault("started", now())
+    state["jobs"] = arguments.jobs
     started = time.time()
-    run_all(_selected(runs, only), out_dir, arguments.data_dir, state, state_path,
-            arguments.jobs)
-    state["last_session_seconds"] = time.time() - started
-    run_files.write_json(state_path, state)
+    try:
+        run_all(_selected(runs, only), out_dir, arguments.data_dir, state, state_path,
+                arguments.jobs)
+    finally:  # a stopped invocation's wall time counts too (the report sums them)
+        state["last_session_seconds"] = time.time() - started
+        state["wall_seconds"] = state.get("wall_seconds", 0.0) + state["last_session_seconds"]
+        run_files.write_json(state_path, state)
 
 
 def _reproduce_args(arguments, out_dir: str) -> list:

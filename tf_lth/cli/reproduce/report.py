@@ -19,10 +19,11 @@ from tf_lth.cli.reproduce.claims import (at_round, block_claim, criteria_claims,
                                      untrained_table, weights_label)
 from tf_lth.cli.reproduce.execute import is_complete, now
 from tf_lth.cli.reproduce.paper import (CHANCE, FIGURE_CRITERIA, MASK_ONE_ACTIONS, MASK_ZERO_ACTIONS,
-                                    PAPER, PAPER_ROUNDS, PRESETS, Budget)
+                                    PAPER, PAPER_LEARNED_EPOCHS, PAPER_ROUNDS, PRESETS,
+                                    Budget)
 from tf_lth.cli.reproduce.sparse import sparse_section, splice
-from tf_lth.cli.reproduce.plan import (BASELINE, minutes, seed_names, total_estimate,
-                                   untrained_levels, wall_estimate)
+from tf_lth.cli.reproduce.plan import (BASELINE, duration, minutes, seed_names,
+                                   total_estimate, untrained_levels, wall_estimate)
 
 MASK_ZERO_NAMES = {"zero": "zero (lottery ticket)", "freeze_init": "freeze_init",
                    "freeze_init_zero_mask": "variant 1 (freeze_init_zero_mask)",
@@ -502,9 +503,12 @@ def learned_section(page: Page) -> list:
                                     f"{page.arch}: learned supermasks"), "learned supermasks")
     lines += _table(["kernel weights", "expected mask (%)", "sampled masks, mean ± std (%)",
                      "weights kept (%)", "paper (%)"], rows) + [""]
-    lines += ["Differences from the paper's protocol:", "",
+    at_paper = (budget.learned_epochs or 0) >= PAPER_LEARNED_EPOCHS
+    lines += ["Differences from the paper's protocol:" if not at_paper else "Protocol:", "",
               f"- {budget.learned_text()} of SGD (momentum 0.9, learning rate 100, batch 250; "
-              "the paper's preset); the paper trains longer.",
+              + ("the authors' own settings, `--num_epochs 2000` in their README)."
+                 if at_paper else f"the paper's preset); the authors train "
+                 f"{PAPER_LEARNED_EPOCHS:,} epochs."),
               f"- Accuracy of the expected mask (sigmoid(s) > 0.5) and the mean over "
               f"{budget.eval_samples} sampled masks; the paper reports one number.", ""]
     return lines + page.status_note([f"learned/{n}" for n, _ in budget.learned_runs]) + [""]
@@ -684,19 +688,26 @@ def timing_section(page: Page) -> list:
         record = page.state.get("sub_runs", {}).get(run.name) or {}
         seconds = record.get("seconds", 0.0) + record.get("seconds_before", 0.0) \
             if record.get("status") == "done" else None
+        estimate_s = duration(run, int(page.state.get("jobs") or 1))
         if seconds is not None:
-            estimated, taken = estimated + run.estimate_s, taken + seconds
+            estimated, taken = estimated + estimate_s, taken + seconds
         rows.append([f"`{run.name}`", record.get("status", "not run"),
-                     f"{run.estimate_s / 60:.1f}",
+                     f"{estimate_s / 60:.1f}",
                      "-" if seconds is None else f"{seconds / 60:.1f}",
                      ", ".join(record.get("commits", [])) or "-"])
+    jobs = int(page.state.get("jobs") or 1)
     ratio = f"; the finished sub-runs took {taken / estimated:.2f}x their estimate" \
         if estimated else ""
+    wall = page.state.get("wall_seconds")
+    total = (f" All invocations together took {minutes(wall)} of wall time with --jobs={jobs}, "
+             f"against the plan's {minutes(wall_estimate(page.runs, jobs))} for the whole plan"
+             + ("" if all(page.state.get("_complete", {}).values()) else
+                " (not all sub-runs are complete)") + "." if wall else "")
     return ["", "## Sub-runs: estimate, time taken and code", "",
-            f"Minutes per sub-run: the plan's estimate (2 CPU cores, nothing else running) and "
-            f"the time it took, summed over the invocations that ran it{ratio}. Two sub-runs "
-            "run at once with --jobs=2, so each takes longer than alone. `commits` are the "
-            "code versions that ran it, in order.", ""] + _table(
+            f"Minutes per sub-run: the plan's estimate with --jobs={jobs} (2 CPU cores, "
+            f"nothing else running; {jobs} at once share them) and the time it took, summed "
+            f"over the invocations that ran it{ratio}.{total} `commits` are the code versions "
+            "that ran it, in order.", ""] + _table(
         ["sub-run", "status", "estimate (min)", "took (min)", "commits"], rows) + [""]
 
 

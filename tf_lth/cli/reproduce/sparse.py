@@ -227,14 +227,20 @@ def sparse_section(page) -> list:
         "(--jobs=2); the training cost alone, quiet and alternated, is `make bench`'s.", "",
         "Claims (issue 23, not the paper's):", ""]
     from tf_lth.core import run_files
-    from tf_lth.cli.reproduce import ROOT
 
-    bench = run_files.read_json_or_none(os.path.join(ROOT, "bench", "results.json"))
+    bench = run_files.read_json_or_none(bench_results_path())
     claims = [ordering_claim(cells, budget), parity_claim(cells, budget), speed_claim(bench)]
     lines += page.add_claims("sparse", claims) + [""]
     names = [name for s in budget.sparse_sparsities for m in METHODS
              for name in seed_names(run_name(m, s), budget.sparse_seeds)]
     return lines + page.status_note(names) + [""]
+
+
+def bench_results_path() -> str:
+    """`make bench`'s results.json, where the speed claim's figures come from."""
+    from tf_lth.cli.reproduce import ROOT
+
+    return os.path.join(ROOT, "bench", "results.json")
 
 
 def splice(existing: str, section: list, claim_rows: list) -> str:
