@@ -836,3 +836,17 @@ def test_a_stopped_invocation_still_adds_its_wall_time(tmp_path, monkeypatch):
     assert saved["jobs"] == 2
     assert 0.2 <= saved["last_session_seconds"] < 30
     assert saved["wall_seconds"] == pytest.approx(100.0 + saved["last_session_seconds"])
+
+
+def test_paper_budget_page_does_not_call_its_own_budget_a_difference(tmp_path):
+    budget = paper.budget_for("mnist_fc", "paper")
+    runs = plan.plan("mnist_fc", budget)
+    text = report.report("mnist_fc", budget, runs, str(tmp_path / "runs"),
+                         str(tmp_path / "R.md"), str(tmp_path / "figures"), {})
+    assert "55 epochs per round instead of the paper's" not in text
+    assert "55 epochs per round, the paper's" in text
+    assert "large_final lottery ticket and of every mask-0 action (mean ± std)" in text
+    default = paper.budget_for("mnist_fc", "default")
+    text = report.report("mnist_fc", default, plan.plan("mnist_fc", default),
+                         str(tmp_path / "d"), str(tmp_path / "D.md"), str(tmp_path / "f"), {})
+    assert f"{default.epochs_text()} per round instead of the paper's 55 epochs" in text

@@ -179,7 +179,8 @@ class Page:
     def protocol_gap(self) -> str:
         """One sentence: how this budget's training differs from the paper's."""
         if self.budget.name == "paper":
-            return f"this is the paper's budget; {self.seeds_text().lower()}."
+            return (f"not the budget: every round trains the paper's "
+                    f"{self.budget.epochs_text()}; {self.seeds_text().lower()}.")
         return (f"each round trains {self.budget.epochs_text()} where the paper trains "
                 f"{PRESETS[self.preset].paper_epochs} epochs, so every ticket starts the next "
                 f"round from weights further from convergence; {self.seeds_text().lower()}.")
@@ -213,14 +214,21 @@ class Page:
             return f"One seed ({self.state.get('seed', 0)}) instead of the repro's five"
         first = self.state.get("seed", 0)
         listed = ", ".join(str(first + index) for index in range(seeds))
+        mask_zero = getattr(self.budget, "mask_zero_seeds", 1) or 1
+        also = " and of every mask-0 action" if mask_zero >= seeds else ""
         return (f"{seeds} seeds ({listed}) of the dense network and the large_final lottery "
-                "ticket (mean ± std), one of every other run, instead of the repro's five")
+                f"ticket{also} (mean ± std), one of every other run, instead of the repro's "
+                "five")
 
     def deviations(self) -> list:
         """The differences from the paper's protocol that every lottery section shares."""
+        paper_epochs = PRESETS[self.preset].paper_epochs
+        at_paper = self.budget.epochs == paper_epochs
         return [
-            f"- {self.budget.epochs_text()} per round instead of the paper's "
-            f"{PRESETS[self.preset].paper_epochs} epochs; " + (
+            (f"- {self.budget.epochs_text()} per round, the paper's ({paper_epochs} epochs at "
+             "batch 60 round its iterations up to whole epochs); " if at_paper else
+             f"- {self.budget.epochs_text()} per round instead of the paper's "
+             f"{paper_epochs} epochs; ") + (
                 "evaluation every 100 iterations, as in the paper." if self.budget.eval_every
                 <= 100 else f"evaluation every {self.budget.eval_every} iterations instead "
                 "of 100 (the best-validation-loss point is chosen among fewer evaluations)."),
