@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 from tf_lth.core import actions, choices, config, masks
-from tf_lth.cli.reproduce import ROOT, claims, cli, execute, paper, plan, report
+from tf_lth.cli.reproduce import ROOT, archive, claims, cli, execute, paper, plan, report
 
 REQUIRED_CRITERIA = {"large_final", "magnitude_increase", "movement", "large_init_large_final",
                      "large_init", "small_final", "random", "large_final_same_sign"}
@@ -531,7 +531,9 @@ def test_paper_budget_runs_the_papers_iterations():
 
 def test_paper_budget_runs_the_open_claims_first_with_three_seeds():
     runs = plan.plan("mnist_fc", paper.budget_for("mnist_fc", "paper"), seed=0)
-    names = [run.name for run in runs]
+    # (the few-minute sub-runs that need the ticket's weights follow it: the untrained
+    # sweep and its export)
+    names = [run.name for run in runs if not run.depends]
     zero = [run for run in runs if run.figure == "mask_zero"]
     assert len(zero) == 9 and sorted({run.flags["seed"] for run in zero}) == [0, 1, 2]
     # the learned supermasks (each done in one sitting), then seed by seed the ticket and
@@ -828,7 +830,7 @@ def test_a_stopped_invocation_still_adds_its_wall_time(tmp_path, monkeypatch):
     monkeypatch.setattr(cli.preemption, "install", lambda: None)
     state_path = str(tmp_path / "reproduce.json")
     state = {"wall_seconds": 100.0}
-    arguments = types.SimpleNamespace(jobs=2, data_dir=None)
+    arguments = types.SimpleNamespace(jobs=2, data_dir=None, archive=None)
     with pytest.raises(SystemExit):
         cli._train(arguments, [], [], str(tmp_path), state, state_path)
     with open(state_path, encoding="utf-8") as stream:
@@ -850,3 +852,140 @@ def test_paper_budget_page_does_not_call_its_own_budget_a_difference(tmp_path):
     text = report.report("mnist_fc", default, plan.plan("mnist_fc", default),
                          str(tmp_path / "d"), str(tmp_path / "D.md"), str(tmp_path / "f"), {})
     assert f"{default.epochs_text()} per round instead of the paper's 55 epochs" in text
+
+
+# ---- the archive: a reproduction that outlives its run directories -------------------------
+def _claims_and_tables(text):
+    """The page without the lines that name where results came from or when."""
+    return [line for line in text.splitlines() if line.startswith(("- **", "|"))
+            and "(archived)" not in line and "| done |" not in line]
+
+
+def test_an_archived_reproduction_reports_the_same_on_a_new_machine(tmp_path):
+    """Every finished sub-run is archived; on a fresh machine (empty --out_dir) nothing runs
+    again and the page's claims and tables are those of the original run directories."""
+    budget = tiny_budget()
+    runs = plan.plan("mnist_fc", budget)
+    first, fresh, kept = str(tmp_path / "first"), str(tmp_path / "fresh"), str(tmp_path / "kept")
+    state = fake_reproduction(first, budget, runs)
+    lines = []
+    execute.run_all(runs, first, None, state, str(tmp_path / "r1.json"), log=lines.append,
+                    archive_dir=kept)
+    assert sorted(os.listdir(kept)) == sorted({run.name.split("/")[0] for run in runs})
+    assert all(os.path.isfile(archive.record_path(kept, run.name)) for run in runs)
+    original = report.report("mnist_fc", budget, runs, first, str(tmp_path / "A.md"),
+                             str(tmp_path / "fa"), state)
+
+    def never(*args, **kwargs):
+        raise AssertionError("an archived sub-run was run again")
+
+    lines = []
+    saved = execute.execute
+    execute.execute = never
+    try:
+        status = execute.run_all(runs, fresh, None, {}, str(tmp_path / "r2.json"),
+                                 log=lines.append, archive_dir=kept)
+    finally:
+        execute.execute = saved
+    assert all(record["status"] == "done" and record["archived"] for record in status.values())
+    assert sum("its results are in" in line for line in lines) == len(runs)
+    again = report.report("mnist_fc", budget, runs, fresh, str(tmp_path / "B.md"),
+                          str(tmp_path / "fb"), {}, archive_dir=kept)
+    assert len(_claims_and_tables(original)) > 40  # every claim and every results table
+    assert _claims_and_tables(again) == _claims_and_tables(original)
+    assert f"{len(runs)} of the complete sub-runs are read from it" in again
+    assert f"Sub-runs: {len(runs)} of {len(runs)} complete" in again
+    assert "| done (archived) |" in again
+
+
+def test_an_archived_record_with_other_flags_runs_again(tmp_path, monkeypatch):
+    budget = paper.budget_for("mnist_fc", "smoke")
+    runs = plan.plan("mnist_fc", budget, dataset="synthetic_mnist")
+    out_dir, kept = str(tmp_path / "runs"), str(tmp_path / "kept")
+    fake_reproduction(out_dir, budget, runs)
+    execute.run_all(runs, out_dir, None, {}, str(tmp_path / "r.json"), log=lambda line: None,
+                    archive_dir=kept)
+    changed = next(run for run in runs if run.name == plan.BASELINE)
+    path = archive.record_path(kept, changed.name)
+    record = json.load(open(path, encoding="utf-8"))
+    record["flags"]["seed"] = 99  # the plan changed since it was archived
+    _write(path, record)
+    started, lines = [], []
+    monkeypatch.setattr(execute, "execute", lambda run, *args: started.append(run.name)
+                        or {"status": "done", "seconds": 1.0})
+    execute.run_all(runs, str(tmp_path / "fresh"), None, {}, str(tmp_path / "r2.json"),
+                    log=lines.append, archive_dir=kept)
+    assert changed.name in started
+    assert f"  {changed.name}: its archived record has other flags than the plan's; it runs " \
+        "again" in lines
+    # and what was made from its weights runs again with it; nothing else archived does
+    assert set(started) == {changed.name} | {run.name for run in runs
+                                             if changed.name in run.depends}
+
+
+def test_a_sub_run_needing_an_archived_only_sources_weights_is_skipped_saying_why(tmp_path,
+                                                                                  monkeypatch):
+    budget = paper.budget_for("mnist_fc", "smoke")
+    runs = plan.plan("mnist_fc", budget, dataset="synthetic_mnist")
+    out_dir, kept = str(tmp_path / "runs"), str(tmp_path / "kept")
+    fake_reproduction(out_dir, budget, runs)
+    execute.run_all(runs, out_dir, None, {}, str(tmp_path / "r.json"), log=lambda line: None,
+                    archive_dir=kept)
+    os.remove(archive.record_path(kept, "untrained/all_criteria"))
+    started = []
+    monkeypatch.setattr(execute, "execute", lambda run, *args: started.append(run.name))
+    status = execute.run_all(runs, str(tmp_path / "fresh"), None, {}, str(tmp_path / "r2.json"),
+                             log=lambda line: None, archive_dir=kept)
+    assert started == []
+    record = status["untrained/all_criteria"]
+    assert record["status"] == "skipped"
+    assert record["error"].startswith(f"needs the weights of {plan.BASELINE}, whose run "
+                                      "directory is gone")
+
+
+def test_sub_runs_that_need_weights_come_right_after_their_source():
+    for budget in ("smoke", "default", "paper"):
+        runs = plan.plan("mnist_fc", paper.budget_for("mnist_fc", budget))
+        names = [run.name for run in runs]
+        assert sorted(names) == sorted(run.name for run in runs) and len(set(names)) == len(runs)
+        for index, run in enumerate(runs):
+            if run.depends:
+                before = runs[index - 1]
+                assert before.name in run.depends or set(before.depends) & set(run.depends)
+
+
+def test_invocations_add_up_across_machines_in_the_archive(tmp_path, monkeypatch):
+    import types
+
+    monkeypatch.setattr(cli, "run_all", lambda *args, **kwargs: time.sleep(0.1))
+    monkeypatch.setattr(cli.preemption, "install", lambda: None)
+    kept = str(tmp_path / "kept")
+    arguments = types.SimpleNamespace(jobs=2, data_dir=None, archive=kept)
+    # a first machine whose out_dir already had 600 s of invocations before --archive
+    state = {"wall_seconds": 600.0}
+    cli._train(arguments, [], [], str(tmp_path / "a"), state, str(tmp_path / "a.json"))
+    first = state["last_session_seconds"]
+    # a second machine: a fresh out_dir, nothing of the first machine's state
+    state = {}
+    cli._train(arguments, [], [], str(tmp_path / "b"), state, str(tmp_path / "b.json"))
+    second = state["last_session_seconds"]
+    entries = archive.invocations(kept)
+    assert [entry["seconds"] for entry in entries] == [600.0, first, second]
+    assert archive.wall_seconds(kept) == pytest.approx(600.0 + first + second)
+    runs = [plan.SubRun("a", "criteria", "lottery", {}, estimate_s=60.0)]
+    text = report.report("mnist_fc", tiny_budget(), runs, str(tmp_path / "b"),
+                         str(tmp_path / "R.md"), str(tmp_path / "f"), {"jobs": 2},
+                         archive_dir=kept)
+    assert f"All invocations together took {(600.0 + first + second) / 60:.1f} min" in text
+
+
+def test_archive_flag_refuses_a_file(tmp_path, capsys):
+    target = tmp_path / "archive.txt"
+    target.write_text("not a folder")
+    code = cli.main(["--budget=smoke", "--dataset=synthetic_mnist", f"--archive={target}",
+                     f"--out_dir={tmp_path / 'runs'}", "--report_only"])
+    assert code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f"error: --archive={target}") and \
+        "allowed: a folder" in err[0]
+    assert not (tmp_path / "runs").exists()

@@ -10,15 +10,22 @@ import math
 import os
 
 from tf_lth.core import run_files
+from tf_lth.cli.reproduce import archive
 from tf_lth.cli.reproduce.paper import CHANCE, MASK_ONE_ACTIONS, MASK_ZERO_ACTIONS, Budget
 from tf_lth.cli.reproduce.plan import BASELINE, seed_names
 
 
 # ---- the results -------------------------------------------------------------------------
-def load_results(runs: list, out_dir: str) -> dict:
-    """{sub-run name: results.json (or export report)} for what exists on disk."""
+def load_results(runs: list, out_dir: str, archived: dict | None = None) -> dict:
+    """{sub-run name: results.json (or export report)} for what exists on disk, and for the
+    sub-runs of `archived` ({name: archive record}, `archive.load`) from their records."""
     loaded = {}
     for run in runs:
+        if run.name in (archived or {}):
+            results = archive.results_of(archived[run.name], run)
+            if results:
+                loaded[run.name] = results
+            continue
         if run.kind == "export":
             report = run_files.read_json_or_none(
                 os.path.join(run.run_dir(out_dir), "export", "export_report.json"))

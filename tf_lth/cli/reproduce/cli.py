@@ -37,8 +37,8 @@ import sys
 import time
 
 from tf_lth.core import preemption, run_files
-from tf_lth.cli.reproduce import ROOT
-from tf_lth.cli.reproduce.execute import now, run_all, scheduler_lines
+from tf_lth.cli.reproduce import ROOT, archive
+from tf_lth.cli.reproduce.execute import code_commit, now, run_all, scheduler_lines
 from tf_lth.cli.reproduce.paper import BUDGETS, PRESETS, budget_for, budget_from_dict
 from tf_lth.cli.reproduce.plan import BASELINE, SECTIONS, format_plan, plan, total_estimate
 from tf_lth.cli.reproduce.report import report
@@ -85,6 +85,12 @@ def parser() -> argparse.ArgumentParser:
              "sub-run; 2: the rest, after 1 finished), nothing else")
     add("--run", default="", help="comma-separated sub-run names: run only these, no report "
                                   "(what --commands prints for exports)")
+    add("--archive", default=None, metavar="DIR",
+        help="also keep each finished sub-run's results (a few KB, no weights) in DIR, and "
+             "count a sub-run archived there with the same flags as finished: a reproduction "
+             "then outlives its run directories (a new machine, a cleaned disk). The report "
+             "reads archived sub-runs from DIR, and its wall time adds up every invocation "
+             "recorded there")
     add("--report_only", action="store_true",
         help="regenerate the report from existing runs; train nothing")
     add("--force", action="store_true",
@@ -129,6 +135,18 @@ def _unknown_sections(text: str, only: list) -> bool:
     return bool(unknown)
 
 
+def _bad_archive(arguments) -> bool:
+    """Says so (on stderr) when --archive names something other than a folder."""
+    if not arguments.archive:
+        return False
+    if os.path.exists(arguments.archive) and not os.path.isdir(arguments.archive):
+        sys.stderr.write(f"error: --archive={arguments.archive} is a file; allowed: a folder "
+                         "(created if missing) for the finished sub-runs' results.\n")
+        return True
+    arguments.archive = os.path.abspath(arguments.archive)
+    return False
+
+
 def _machine(gpu: bool) -> str:
     return (f"{platform.machine()}, {os.cpu_count()} CPU cores, {'GPU' if gpu else 'no GPU'}, "
             f"Python {platform.python_version()}")
@@ -152,13 +170,36 @@ def _train(arguments, runs: list, only: list, out_dir: str, state: dict,
     state.setdefault("started", now())
     state["jobs"] = arguments.jobs
     started = time.time()
+    earlier_s = state.get("wall_seconds", 0.0)
     try:
         run_all(_selected(runs, only), out_dir, arguments.data_dir, state, state_path,
-                arguments.jobs)
+                arguments.jobs, archive_dir=arguments.archive)
     finally:  # a stopped invocation's wall time counts too (the report sums them)
         state["last_session_seconds"] = time.time() - started
-        state["wall_seconds"] = state.get("wall_seconds", 0.0) + state["last_session_seconds"]
+        state["wall_seconds"] = earlier_s + state["last_session_seconds"]
         run_files.write_json(state_path, state)
+        if arguments.archive:
+            _archive_invocation(arguments, out_dir, state, earlier_s, started)
+
+
+def _archive_invocation(arguments, out_dir: str, state: dict, earlier_s: float,
+                        started: float) -> None:
+    """Adds this invocation's wall time to the archive; the first one there also brings the
+    wall time of this out_dir's earlier invocations (run before --archive was given)."""
+    entries = []
+    if earlier_s and not archive.invocations(arguments.archive):
+        entries.append({"seconds": earlier_s, "out_dir": out_dir,
+                        "what": "earlier invocations on this out_dir, before the archive"})
+    entries.append({"started": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(started)),
+                    "seconds": state["last_session_seconds"], "jobs": arguments.jobs,
+                    "commit": code_commit(), "machine": state.get("machine"),
+                    "out_dir": out_dir})
+    try:
+        for entry in entries:
+            archive.add_invocation(arguments.archive, entry)
+    except OSError as error:
+        sys.stderr.write(f"warning: --archive={arguments.archive}: the wall time was not "
+                         f"recorded ({error.strerror or error})\n")
 
 
 def _reproduce_args(arguments, out_dir: str) -> list:
@@ -185,7 +226,7 @@ def main(argv=None) -> int:
     out_dir, results_path, figures_dir = _paths(arguments, preset, budget.name)
     runs = plan(preset, budget, dataset, arguments.seed, gpu)
     only = [item for item in arguments.only.split(",") if item]
-    if _unknown_sections(arguments.only, only):
+    if _unknown_sections(arguments.only, only) or _bad_archive(arguments):
         return 2
     if arguments.plan and arguments.commands:
         print("\n".join(scheduler_lines(runs, out_dir, arguments.data_dir, arguments.commands,
@@ -221,13 +262,16 @@ def main(argv=None) -> int:
         preemption.install()
         chosen = [run for run in runs if run.name in names or any(
             run.name in other.depends for other in runs if other.name in names)]
-        status = run_all(chosen, out_dir, arguments.data_dir, state, state_path, 1)
+        status = run_all(chosen, out_dir, arguments.data_dir, state, state_path, 1,
+                         archive_dir=arguments.archive)
         return 0 if all(status.get(name, {}).get("status") == "done" for name in names) else 1
     if not arguments.report_only:
         _train(arguments, runs, only, out_dir, state, state_path)
-    report(preset, budget, runs, out_dir, results_path, figures_dir, state, tuple(only))
+    report(preset, budget, runs, out_dir, results_path, figures_dir, state, tuple(only),
+           archive_dir=arguments.archive)
+    archived, _ = archive.load(arguments.archive, runs)
     failed = [name for name, record in state.get("sub_runs", {}).items()
-              if record.get("status") != "done"]
+              if record.get("status") != "done" and name not in archived]
     print(f"report: {results_path}" + (f" ({len(failed)} sub-runs not complete: "
                                        f"{', '.join(failed)})" if failed else ""))
     return 0

@@ -19,7 +19,7 @@ import threading
 import time
 
 from tf_lth.core import preemption, run_files
-from tf_lth.cli.reproduce import ROOT
+from tf_lth.cli.reproduce import ROOT, archive
 from tf_lth.cli.reproduce.plan import SubRun, duration, minutes, total_estimate
 
 
@@ -287,25 +287,49 @@ def now() -> str:
     return datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
 
 
-def _split_complete(runs: list, out_dir: str, status: dict, log) -> list:
-    """Marks complete sub-runs done; returns the pending ones in plan order."""
+def _split_complete(runs: list, out_dir: str, status: dict, log,
+                    archive_dir: str | None = None) -> list:
+    """Marks complete sub-runs done (archiving those the archive lacks) and archived ones
+    done, unless a sub-run they depend on runs again; returns the pending ones in plan
+    order."""
+    archived, stale = archive.load(archive_dir, runs)
+    for name in stale:
+        log(f"  {name}: its archived record has other flags than the plan's; it runs again")
     pending = []
     for run in runs:
         if is_complete(run, out_dir):
             status[run.name] = {**status.get(run.name, {}), "status": "done"}
             status[run.name].pop("error", None)
+            status[run.name].pop("archived", None)
+            if archive_dir and run.name not in archived:
+                _archive(archive_dir, run, out_dir, status[run.name], log)
             log(f"  {run.name}: already complete, skipped")
+        elif run.name in archived and not set(run.depends) & {item.name for item in pending}:
+            status[run.name] = {**archived[run.name].get("status", {}), "status": "done",
+                                "archived": True}
+            log(f"  {run.name}: finished earlier, its results are in {archive_dir}; skipped")
         else:
             pending.append(run)
     return pending
 
 
+def _archive(archive_dir: str, run: SubRun, out_dir: str, record: dict, log) -> None:
+    try:
+        if not archive.save(archive_dir, run, out_dir, record):
+            log(f"  {run.name}: not archived: its results are missing from {out_dir}")
+    except OSError as error:  # the run itself is fine; the next invocation tries again
+        log(f"  {run.name}: not archived ({archive_dir}: {error.strerror or error})")
+
+
 def run_all(runs: list, out_dir: str, data_dir: str | None, state: dict, state_path: str,
-            jobs: int = 1, log=print) -> dict:
-    """Runs every pending sub-run (dependencies first); returns the status per sub-run."""
+            jobs: int = 1, log=print, archive_dir: str | None = None) -> dict:
+    """Runs every pending sub-run (dependencies first); returns the status per sub-run.
+    With `archive_dir`, each finished sub-run is archived there, and an archived one counts
+    as finished (`tf_lth.cli.reproduce.archive`)."""
     status = state.setdefault("sub_runs", {})
     lock = threading.Lock()
-    pending = _split_complete(runs, out_dir, status, log)
+    pending = _split_complete(runs, out_dir, status, log, archive_dir)
+    by_name = {run.name: run for run in runs}
     progress = Progress(runs, pending, jobs)
     log(f"{len(pending)} of {len(runs)} sub-runs to run, about "
         f"{minutes(progress.left_s())} by the plan's estimate")
@@ -320,9 +344,16 @@ def run_all(runs: list, out_dir: str, data_dir: str | None, state: dict, state_p
         if preemption.requested():
             return  # stopping: the sub-run stays pending for the next invocation
         missing = [dep for dep in run.depends if status.get(dep, {}).get("status") != "done"]
+        weightless = [dep for dep in run.depends if status.get(dep, {}).get("archived")
+                      and dep in by_name and not is_complete(by_name[dep], out_dir)]
         if missing:
             record = {"status": "skipped", "error": f"needs {', '.join(missing)}, which did "
                       "not complete", "estimate_s": run.estimate_s}
+        elif weightless:
+            record = {"status": "skipped", "estimate_s": run.estimate_s,
+                      "error": f"needs the weights of {', '.join(weightless)}, whose run "
+                      "directory is gone (only its results are archived); remove its record "
+                      f"from {archive_dir} to train it again"}
         else:
             log(f"[{position[run.name]}/{len(runs)}] {run.name}: starting "
                 f"(estimate {minutes(run.estimate_s)})")
@@ -332,6 +363,8 @@ def run_all(runs: list, out_dir: str, data_dir: str | None, state: dict, state_p
             except OSError as error:
                 record = {"status": "failed", "error": f"could not start: {error}"}
             _carry_history(status.get(run.name, {}), record)
+            if archive_dir and record.get("status") == "done":
+                _archive(archive_dir, run, out_dir, record, log)
         with lock:
             status[run.name] = record
             save()

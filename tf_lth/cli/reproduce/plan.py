@@ -118,7 +118,23 @@ def plan(preset: str, budget: Budget, dataset: str | None = None, seed: int = 0,
             fixed_s=speed["startup"] + speed["export"],
             estimate_s=speed["startup"] + speed["export"]))
     runs += _sparse_runs(budget, common, speed, steps, evals)
-    return runs
+    return after_sources(runs)
+
+
+def after_sources(runs: list) -> list:
+    """The runs in order, each that needs another's weights (the untrained sweep, an export)
+    moved to just after its source: both then finish in one sitting, and an archive keeps
+    results, not weights (`tf_lth.cli.reproduce.archive`)."""
+    ordered = [run for run in runs if not run.depends]
+    for run in runs:
+        if not run.depends:
+            continue
+        names = [item.name for item in ordered]
+        index = max(names.index(dep) for dep in run.depends if dep in names) + 1
+        while index < len(ordered) and set(ordered[index].depends) & set(run.depends):
+            index += 1  # after the source's earlier dependents, in plan order
+        ordered.insert(index, run)
+    return ordered
 
 
 def sparse_run_name(method: str, sparsity: float) -> str:

@@ -12,7 +12,7 @@ import platform
 
 from tf_lth.core import choices, run_files
 from tf_lth.cli.plot import Series, bars_figure, curves_figure, panels_figure
-from tf_lth.cli.reproduce import ROOT
+from tf_lth.cli.reproduce import ROOT, archive
 from tf_lth.cli.reproduce.claims import (at_round, block_claim, criteria_claims, curve,
                                      load_results, mask_one_claims, mask_zero_claims,
                                      mean_curve, pct, seed_stats, untrained_claims,
@@ -278,6 +278,13 @@ def header_section(page: Page) -> list:
              f"{state.get('updated', now())}." + (
                  f" The last session took {minutes(state['last_session_seconds'])} of wall "
                  "time." if state.get("last_session_seconds") else ""), ""]
+    archived = [name for name, record in state.get("sub_runs", {}).items()
+                if name in planned and record.get("archived")]
+    if state.get("_archive"):
+        lines[-1:-1] = [f"- Archive: `{_rel(state['_archive'])}` keeps every finished "
+                        f"sub-run's results (`--archive`); {len(archived)} of the complete "
+                        "sub-runs are read from it, their run directories gone with the "
+                        "machine that ran them."]
     failures = page.status_note([run.name for run in runs])
     if failures:
         lines += ["Sub-runs not complete:", ""] + failures + [""]
@@ -699,7 +706,8 @@ def timing_section(page: Page) -> list:
         estimate_s = duration(run, int(page.state.get("jobs") or 1))
         if seconds is not None:
             estimated, taken = estimated + estimate_s, taken + seconds
-        rows.append([f"`{run.name}`", record.get("status", "not run"),
+        rows.append([f"`{run.name}`", record.get("status", "not run")
+                     + (" (archived)" if record.get("archived") else ""),
                      f"{estimate_s / 60:.1f}",
                      "-" if seconds is None else f"{seconds / 60:.1f}",
                      ", ".join(record.get("commits", [])) or "-"])
@@ -720,15 +728,29 @@ def timing_section(page: Page) -> list:
 
 
 def report(preset: str, budget: Budget, runs: list, out_dir: str, results_path: str,
-           figures_dir: str, state: dict, only: tuple = ()) -> str:
+           figures_dir: str, state: dict, only: tuple = (),
+           archive_dir: str | None = None) -> str:
     """Writes RESULTS.md (and its figures) from the run directories; returns the text.
 
-    With `only` naming just the sparse section and RESULTS.md already there, only that
-    section (and its rows of the claims table) is replaced: its runs may live elsewhere
-    than the paper sections' (`sparse.splice`)."""
-    state = {**state, "_complete": {run.name: is_complete(run, out_dir) for run in runs}}
+    With `archive_dir`, a sub-run whose run directory is gone is read from its archived
+    record, and the wall time is that of every archived invocation. With `only` naming just
+    the sparse section and RESULTS.md already there, only that section (and its rows of the
+    claims table) is replaced: its runs may live elsewhere than the paper sections'
+    (`sparse.splice`)."""
+    archived, _ = archive.load(archive_dir, runs)
+    archived = {name: record for name, record in archived.items()
+                if not is_complete(next(run for run in runs if run.name == name), out_dir)}
+    sub_runs = dict(state.get("sub_runs", {}))
+    for name, record in archived.items():
+        sub_runs[name] = {**record.get("status", {}), "status": "done", "archived": True}
+    state = {**state, "sub_runs": sub_runs,
+             "_complete": {run.name: is_complete(run, out_dir) or run.name in archived
+                           for run in runs}}
+    if archive_dir:
+        state["_archive"] = archive_dir
+        state["wall_seconds"] = archive.wall_seconds(archive_dir) or state.get("wall_seconds")
     page = Page(preset, budget, runs, out_dir, results_path, figures_dir, state,
-                load_results(runs, out_dir))
+                load_results(runs, out_dir, archived))
     if only and set(only) <= {"sparse"} and os.path.exists(results_path):
         with open(results_path, encoding="utf-8") as stream:
             existing = stream.read()
