@@ -2,7 +2,7 @@
 
 A reproduction at the paper's budget takes longer than a machine may live: where the run
 directories can vanish (a machine handed out anew, a scratch disk cleaned), each finished
-sub-run's numbers are copied to DIR/NAME.json, a few kilobytes: its results.json (an
+sub-run's numbers are copied to DIR/NAME.json, tens of kilobytes: its results.json (an
 export's report), its flags and its status record (seconds, the commits that ran it). A
 later invocation, on a fresh machine with an empty --out_dir, counts a sub-run as finished
 when DIR holds its record made with the same flags, and the report reads its numbers from

@@ -86,7 +86,7 @@ def parser() -> argparse.ArgumentParser:
     add("--run", default="", help="comma-separated sub-run names: run only these, no report "
                                   "(what --commands prints for exports)")
     add("--archive", default=None, metavar="DIR",
-        help="also keep each finished sub-run's results (a few KB, no weights) in DIR, and "
+        help="also keep each finished sub-run's results (tens of KB, no weights) in DIR, and "
              "count a sub-run archived there with the same flags as finished: a reproduction "
              "then outlives its run directories (a new machine, a cleaned disk). The report "
              "reads archived sub-runs from DIR, and its wall time adds up every invocation "
