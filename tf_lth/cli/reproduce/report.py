@@ -737,9 +737,10 @@ def report(preset: str, budget: Budget, runs: list, out_dir: str, results_path: 
     the sparse section and RESULTS.md already there, only that section (and its rows of the
     claims table) is replaced: its runs may live elsewhere than the paper sections'
     (`sparse.splice`)."""
+    by_name = {run.name: run for run in runs}
     archived, _ = archive.load(archive_dir, runs)
     archived = {name: record for name, record in archived.items()
-                if not is_complete(next(run for run in runs if run.name == name), out_dir)}
+                if not is_complete(by_name[name], out_dir)}
     sub_runs = dict(state.get("sub_runs", {}))
     for name, record in archived.items():
         sub_runs[name] = {**record.get("status", {}), "status": "done", "archived": True}
