@@ -108,3 +108,33 @@ def test_weight_treatments_on_the_device_equal_the_numpy_ones_bitwise():
                 np.testing.assert_array_equal(
                     np.array(treated.kernel(treatment, name, mask)),
                     treated_kernel(treatment, kernel, mask).astype(np.float32))
+
+
+def test_a_signal_between_treatments_of_one_level_keeps_every_evaluated_record(tmp_path,
+                                                                              monkeypatch):
+    """The sweep checks for a signal before each evaluation; one that arrives after the
+    first treatment of a level must still find that record on disk, and the stop line must
+    name the next evaluation (records written + 1)."""
+    from tf_lth.core import preemption
+    from trainers import supermask
+
+    source, _ = _run(tmp_path, "source", experiment="lottery", rounds=0)
+    checks = {"count": 0}
+
+    def requested():  # the 6th check: levels 0 and 3 done (4 records), level 7's first done
+        checks["count"] += 1
+        return 15 if checks["count"] == 6 else None
+
+    monkeypatch.setattr(supermask.preemption, "requested", requested)
+    config = config_lib.make(experiment="untrained_supermask", dataset="synthetic_mnist",
+                             iterations=20, eval_every=10, batch_size=50, progress=False,
+                             run_dir=str(tmp_path / "sweep"), source_run=source,
+                             criterion="large_final", prune_levels="0,3,7",
+                             weight_treatments="init,signed_constant")
+    with pytest.raises(preemption.Preempted) as stopped:
+        trainers.run(config, log=lambda *_: None)
+    written = run_files.read_jsonl(os.path.join(config.run_dir, "masks.jsonl"))
+    assert [(r["prune_level"], r["weight_treatment"]) for r in written] == [
+        (0, "init"), (0, "signed_constant"), (3, "init"), (3, "signed_constant"),
+        (7, "init")]
+    assert "untrained sweep evaluation 6 of 6" in str(stopped.value)

@@ -125,8 +125,8 @@ class UntrainedSupermaskRun:
                                if (criterion, t, level) not in done]
                     self.progress["count"] += len(config.weight_treatments) - len(pending)
                     if pending:
-                        unsaved += self._evaluate_level(model, trainer, dense, treated,
-                                                        criterion, level, pending)
+                        self._evaluate_level(model, trainer, dense, treated, criterion,
+                                             level, pending, unsaved)
                 run_files.extend_jsonl(results_path, unsaved)
                 unsaved.clear()
         finally:
@@ -150,9 +150,10 @@ class UntrainedSupermaskRun:
             gradients=gradients)
 
     def _evaluate_level(self, model, trainer, dense, treated, criterion: str, level: int,
-                        pending: list) -> list:
+                        pending: list, records: list) -> None:
         """One one-shot mask of `criterion` at `level` (the round engine), evaluated
-        untrained under each pending weight treatment; the records."""
+        untrained under each pending weight treatment; each record is appended to `records`
+        as soon as it exists, so a signal between treatments loses none of them."""
         config, progress = self.config, self.progress
         slots = kernel_slots(model)
         rates = {slot.key: config.rates[layer_group(model, slot.layer)] for slot in slots}
@@ -163,7 +164,6 @@ class UntrainedSupermaskRun:
         fraction, fractions = engine.weights_remaining(kernel_masks)
         for slot in slots:  # one mask for every treatment of this level
             slot.mask.assign(kernel_masks[slot.key])
-        records = []
         for treatment in pending:
             signum = preemption.requested()
             if signum:  # every record so far is written: --resume goes on
@@ -182,7 +182,6 @@ class UntrainedSupermaskRun:
         self.log(f"  {criterion:32s} level {level:2d}: {100 * fraction:6.2f}% kept, "
                  f"[{progress['count']}/{progress['total']}] "
                  f"{time.time() - progress['started']:.0f}s")
-        return records
 
 
 class LearnedSupermaskRun:
