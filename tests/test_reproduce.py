@@ -979,6 +979,36 @@ def test_invocations_add_up_across_machines_in_the_archive(tmp_path, monkeypatch
     assert f"All invocations together took {(600.0 + first + second) / 60:.1f} min" in text
 
 
+def test_a_running_invocation_keeps_its_wall_time_so_far_in_the_archive(tmp_path,
+                                                                        monkeypatch):
+    """A machine can vanish mid-run (no finally runs): the invocation's entry is written at
+    its start and rewritten whenever a sub-run ends, so the archive holds its time so far;
+    the end rewrites the same entry instead of adding a second one."""
+    import types
+
+    kept = str(tmp_path / "kept")
+    seen = {}
+
+    def running(*args, on_save=None, **kwargs):
+        seen["at_start"] = archive.invocations(kept)
+        time.sleep(0.3)
+        on_save()  # a sub-run ended
+        seen["after_a_sub_run"] = archive.invocations(kept)
+
+    monkeypatch.setattr(cli, "run_all", running)
+    monkeypatch.setattr(cli.preemption, "install", lambda: None)
+    arguments = types.SimpleNamespace(jobs=2, data_dir=None, archive=kept)
+    state = {}
+    cli._train(arguments, [], [], str(tmp_path / "a"), state, str(tmp_path / "a.json"))
+    [start] = seen["at_start"]
+    assert start["ended"] is False and start["seconds"] < 0.3
+    [mid] = seen["after_a_sub_run"]
+    assert mid["id"] == start["id"] and mid["ended"] is False and mid["seconds"] >= 0.3
+    [end] = archive.invocations(kept)
+    assert end["id"] == start["id"] and end["ended"] is True
+    assert end["seconds"] == state["last_session_seconds"]
+
+
 def test_archive_flag_refuses_a_file(tmp_path, capsys):
     target = tmp_path / "archive.txt"
     target.write_text("not a folder")

@@ -82,10 +82,18 @@ def results_of(record: dict, run) -> dict | None:
 
 
 def add_invocation(archive_dir: str, entry: dict) -> None:
-    """Appends one invocation's wall time (and where it ran) to DIR/invocations.json."""
+    """Records one invocation's wall time (and where it ran) in DIR/invocations.json: an
+    entry with the `id` of one already there replaces it (a running invocation updates its
+    own entry as it goes, so a machine that vanishes mid-run leaves its time so far)."""
     path = os.path.join(archive_dir, INVOCATIONS)
     entries = invocations(archive_dir)
-    run_files.write_json(path, {"invocations": entries + [entry]})
+    same = [index for index, old in enumerate(entries)
+            if entry.get("id") and old.get("id") == entry.get("id")]
+    if same:
+        entries[same[0]] = entry
+    else:
+        entries.append(entry)
+    run_files.write_json(path, {"invocations": entries})
 
 
 def invocations(archive_dir: str | None) -> list:

@@ -171,35 +171,47 @@ def _train(arguments, runs: list, only: list, out_dir: str, state: dict,
     state["jobs"] = arguments.jobs
     started = time.time()
     earlier_s = state.get("wall_seconds", 0.0)
+    record = _invocation_recorder(arguments, out_dir, state, earlier_s, started)
+    record(ended=False)
     try:
         run_all(_selected(runs, only), out_dir, arguments.data_dir, state, state_path,
-                arguments.jobs, archive_dir=arguments.archive)
+                arguments.jobs, archive_dir=arguments.archive,
+                on_save=lambda: record(ended=False))
     finally:  # a stopped invocation's wall time counts too (the report sums them)
         state["last_session_seconds"] = time.time() - started
         state["wall_seconds"] = earlier_s + state["last_session_seconds"]
         run_files.write_json(state_path, state)
-        if arguments.archive:
-            _archive_invocation(arguments, out_dir, state, earlier_s, started)
+        record(ended=True, seconds=state["last_session_seconds"])
 
 
-def _archive_invocation(arguments, out_dir: str, state: dict, earlier_s: float,
-                        started: float) -> None:
-    """Adds this invocation's wall time to the archive; the first one there also brings the
-    wall time of this out_dir's earlier invocations (run before --archive was given)."""
-    entries = []
+def _invocation_recorder(arguments, out_dir: str, state: dict, earlier_s: float,
+                         started: float):
+    """A function that writes this invocation's wall time so far into the archive (nothing
+    without --archive): at the start, whenever a sub-run ends, and at the end. The first
+    invocation there also brings the wall time of this out_dir's earlier invocations (run
+    before --archive was given)."""
+    if not arguments.archive:
+        return lambda ended, seconds=None: None
+    earlier = []
     if earlier_s and not archive.invocations(arguments.archive):
-        entries.append({"seconds": earlier_s, "out_dir": out_dir,
+        earlier.append({"seconds": earlier_s, "out_dir": out_dir,
                         "what": "earlier invocations on this out_dir, before the archive"})
-    entries.append({"started": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(started)),
-                    "seconds": state["last_session_seconds"], "jobs": arguments.jobs,
-                    "commit": code_commit(), "machine": state.get("machine"),
-                    "out_dir": out_dir})
-    try:
-        for entry in entries:
+    identity = f"{platform.node() or 'unknown'}:{os.getpid()}:{started:.3f}"
+
+    def record(ended: bool, seconds: float | None = None) -> None:
+        entry = {"id": identity,
+                 "started": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(started)),
+                 "seconds": time.time() - started if seconds is None else seconds, "ended": ended, "jobs": arguments.jobs,
+                 "commit": code_commit(), "machine": state.get("machine"),
+                 "out_dir": out_dir}
+        try:
+            while earlier:
+                archive.add_invocation(arguments.archive, earlier.pop(0))
             archive.add_invocation(arguments.archive, entry)
-    except OSError as error:
-        sys.stderr.write(f"warning: --archive={arguments.archive}: the wall time was not "
-                         f"recorded ({error.strerror or error})\n")
+        except OSError as error:
+            sys.stderr.write(f"warning: --archive={arguments.archive}: the wall time was not "
+                             f"recorded ({error.strerror or error})\n")
+    return record
 
 
 def _reproduce_args(arguments, out_dir: str) -> list:

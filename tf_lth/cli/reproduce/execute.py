@@ -322,10 +322,12 @@ def _archive(archive_dir: str, run: SubRun, out_dir: str, record: dict, log) -> 
 
 
 def run_all(runs: list, out_dir: str, data_dir: str | None, state: dict, state_path: str,
-            jobs: int = 1, log=print, archive_dir: str | None = None) -> dict:
+            jobs: int = 1, log=print, archive_dir: str | None = None,
+            on_save=None) -> dict:
     """Runs every pending sub-run (dependencies first); returns the status per sub-run.
     With `archive_dir`, each finished sub-run is archived there, and an archived one counts
-    as finished (`tf_lth.cli.reproduce.archive`)."""
+    as finished (`tf_lth.cli.reproduce.archive`). `on_save` is called whenever the state
+    is written (a sub-run ended)."""
     status = state.setdefault("sub_runs", {})
     lock = threading.Lock()
     pending = _split_complete(runs, out_dir, status, log, archive_dir)
@@ -339,6 +341,8 @@ def run_all(runs: list, out_dir: str, data_dir: str | None, state: dict, state_p
     def save():
         state["updated"] = now()
         run_files.write_json(state_path, state)
+        if on_save:
+            on_save()
 
     def work(run):
         if preemption.requested():
