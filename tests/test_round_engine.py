@@ -493,6 +493,12 @@ CASES = [  # (id, CLI flags, find_ticket options besides the shared ones)
     ("random_criterion", dict(rounds=2, criterion="random"), dict(criterion="random")),
     ("snip_freeze_init", dict(rounds=2, criterion="snip", mask_zero_action="freeze_init"),
      dict(criterion="snip", mask_zero_action="freeze_init")),
+    ("variant2_4_rounds", dict(rounds=4, mask_zero_action="freeze_init_zero_all"),
+     dict(mask_zero_action="freeze_init_zero_all")),
+    ("variant2_rewind_magnitude_increase",
+     dict(rounds=3, rewind_iteration=2, criterion="magnitude_increase",
+          mask_zero_action="freeze_init_zero_all"),
+     dict(criterion="magnitude_increase", mask_zero_action="freeze_init_zero_all")),
 ] + [
     (f"{one}+{zero}", dict(rounds=2, mask_one_action=one, mask_zero_action=zero),
      dict(mask_one_action=one, mask_zero_action=zero))

@@ -22,6 +22,7 @@ import numpy as np
 import tensorflow as tf
 
 from tf_lth.core import masks, run_files
+from tf_lth.core.config import ConfigError
 from tf_lth.core import rounds as engine
 from tf_lth.core.models import check_compatible, layer_group, model_state, set_model_state
 from tf_lth.core.ticket import assign_round, get_frozen, get_masks, kernel_gradients
@@ -185,6 +186,9 @@ def _criterion_label(config, round_index: int) -> str:
     return config.criterion if round_index else "dense"
 
 
+VARIANT_2_MARKER = "variant2_rule.json"
+
+
 class LotteryRun:
     """Iterative (or one-shot) pruning with rewinding; `--rounds=0` is dense training.
 
@@ -212,6 +216,7 @@ class LotteryRun:
         """Runs every round not yet done; returns the round records."""
         self.log(f"run directory: {self.config.run_dir}")
         runs.round_records(self.config.run_dir)  # a corrupt record stops us before training
+        self._check_variant_2_rule()
         for round_index in [0] + self.pruned_rounds:
             if run_files.is_done(self.config.run_dir, round_index):
                 self.log(f"round {round_index}: already complete, skipped")
@@ -219,6 +224,29 @@ class LotteryRun:
             self.run_round(round_index)
             self._write_results()
         return self._write_results()
+
+    def _check_variant_2_rule(self) -> None:
+        """Refuses to go on with a variant 2 run whose rounds after round 1 were made by an
+        older tf_lth, which compared each round's final weights with the first `w_i`
+        instead of the round's own start (`tf_lth.core.rounds.w_init_is_previous_start`):
+        its later rounds would follow another rule. Marks new variant 2 runs."""
+        config = self.config
+        if config.mask_zero_action != "freeze_init_zero_all" or config.one_shot:
+            return
+        marker = os.path.join(config.run_dir, VARIANT_2_MARKER)
+        if os.path.exists(marker):
+            return
+        later = [index for index in self.pruned_rounds if index > 1 and os.path.isdir(
+            run_files.round_dir(config.run_dir, index))]
+        if later:
+            raise ConfigError(
+                f"--run_dir={config.run_dir}: this variant 2 run "
+                f"(--mask_zero_action=freeze_init_zero_all) reached round {max(later)} with "
+                "an older tf_lth, which compared each round's final weights with the first "
+                "round's w_i; rounds 2 on now compare them with the round's own start, as the "
+                "paper's code does (docs/semantics.md). Allowed: a new --run_dir, or "
+                "--overwrite to train it again.")
+        run_files.write_json(marker, {"w_init": "previous round's start from round 2 on"})
 
     def run_round(self, round_index: int) -> None:
         """One round, one way: inputs, the engine, training, the controls, the files."""
@@ -262,9 +290,15 @@ class LotteryRun:
         if config.criterion in masks.GRADIENT_CRITERIA:
             set_model_state(self.model, reset_state, source="reset weights")
             gradients = train_gradients(self.model, self.data, previous_masks)
+        if engine.w_init_is_previous_start(config.mask_zero_action, round_index,
+                                           config.one_shot):
+            w_init = runs.kernels_from_state(
+                self.model, run_files.load_arrays(os.path.join(previous, "initial.npz")),
+                f"{previous}/initial.npz")
+        else:
+            w_init = runs.kernels_from_state(self.model, reset_state, "reset weights")
         arrays = engine.RoundArrays(
-            masks=previous_masks, frozen=previous_frozen,
-            w_init=runs.kernels_from_state(self.model, reset_state, "reset weights"),
+            masks=previous_masks, frozen=previous_frozen, w_init=w_init,
             w_final=runs.kernels_from_state(self.model, final_state, f"{previous}/final.npz"),
             gradients=gradients)
         return RoundInputs(round_index, reset_state, final_state, arrays)

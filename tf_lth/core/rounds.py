@@ -33,7 +33,9 @@ class RoundArrays:
     """A round's inputs, each a {kernel key: array} in model order.
 
     masks and frozen: the previous round's masks and frozen values; w_init: the reset
-    point (the `w_i` of the criteria and actions); w_final: the weights just trained;
+    point (the `w_i` of the criteria and actions; for variant 2 after round 1, the
+    previous round's starting kernel: `w_init_is_previous_start`); w_final: the weights
+    just trained;
     gradients: the loss gradients at the reset point, for snip and grad (else None).
     """
 
@@ -62,6 +64,19 @@ class RoundArrays:
 def round_rng(seed: int, round_index: int, purpose: int = TICKET_PURPOSE) -> np.random.Generator:
     """The seeded stream `default_rng([seed, round_index, purpose])` of a round."""
     return np.random.default_rng([int(seed), int(round_index), int(purpose)])
+
+
+def w_init_is_previous_start(mask_zero_action: str, round_index: int, one_shot: bool) -> bool:
+    """Whether round `round_index`'s `w_i` is the previous round's starting kernel rather
+    than the reset point (docs/semantics.md, "Mask-0 actions").
+
+    Variant 2 (freeze_init_zero_all) zeroes the start of kept weights that shrank, and the
+    authors' code compares each round's final weights with the values that round started
+    from, so a start once zeroed stays 0 in every later round. For every other action with
+    the mask-1 action `none`, the previous start of a weight that was kept equals the reset
+    point, so both readings agree and the reset point is used. Round 1 and one-shot runs
+    start from the reset point."""
+    return mask_zero_action == "freeze_init_zero_all" and not one_shot and round_index > 1
 
 
 def weights_remaining(kernel_masks: dict) -> tuple:

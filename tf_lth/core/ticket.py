@@ -491,7 +491,10 @@ def find_ticket(
         )
     reset_state = snapshot.state if snapshot is not None else initial
     for round_index in [1] if one_shot and rounds else list(range(1, int(rounds) + 1)):
-        arrays = _round_arrays(model, reset_state, criterion, gradient_data, loss)
+        w_init_state = start_state if engine.w_init_is_previous_start(
+            mask_zero_action, round_index, one_shot) else reset_state
+        arrays = _round_arrays(model, reset_state, criterion, gradient_data, loss,
+                               w_init_state)
         rewind(model, reset_state)
         results = engine.next_round(
             arrays, rates, criterion, engine.round_rng(seed, round_index),
@@ -567,13 +570,15 @@ def _train_round(model, train_fn, arguments, round_index, callbacks, evaluate_fn
     return record
 
 
-def _round_arrays(model, reset_state, criterion, gradient_data, loss) -> engine.RoundArrays:
-    """The engine's inputs from the model just trained and the reset point."""
+def _round_arrays(model, reset_state, criterion, gradient_data, loss,
+                  w_init_state) -> engine.RoundArrays:
+    """The engine's inputs from the model just trained, the reset point (gradients) and
+    the state whose kernels are the round's `w_i`."""
     w_final = {slot.key: np.array(slot.kernel.numpy()) for slot in kernel_slots(model)}
     gradients = None
     if criterion in masks.GRADIENT_CRITERIA:
         gradients = _gradients_at(model, reset_state, gradient_data, loss)
     return engine.RoundArrays(
         masks=get_masks(model), frozen=get_frozen(model),
-        w_init=kernel_values(model, reset_state, what="rewind state"), w_final=w_final,
+        w_init=kernel_values(model, w_init_state, what="rewind state"), w_final=w_final,
         gradients=gradients)

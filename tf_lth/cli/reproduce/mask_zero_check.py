@@ -9,7 +9,9 @@ code that made it:
 - the mask: only weights kept last round stay kept, and they are the largest abs(w_f) of
   last round's kept weights (large_final; ties aside);
 - the weights pruned this round: 0 or `w_i` by the action's rule, where "shrank" is
-  abs(w_f) < abs(w_i), w_i the run's initial weights and w_f last round's final weights;
+  abs(w_f) < abs(w_i), w_i the run's initial weights (for variant 2 after round 1: the
+  values last round started from, as in the authors' code) and w_f last round's final
+  weights;
 - the weights pruned earlier: what they were given then;
 - the kept weights: their own `w_i` (0 for variant 2's kept weights that shrank);
 - during the round: the masks and frozen values do not change, and kept weights train.
@@ -110,14 +112,18 @@ def check_run(run_dir: str) -> dict:
     first = _load(os.path.join(rounds[0], "initial.npz"))
     layers = _layers(first)
     report, previous = [], None
-    for folder in rounds:
+    for index, folder in enumerate(rounds):
         start = _load(os.path.join(folder, "initial.npz"))
         end = _load(os.path.join(folder, "final.npz"))
         if previous is not None:
+            # variant 2's w_i is the previous round's start (the kernel alone is the
+            # effective kernel at a round's start); every other action's is the first
+            reference = previous[0] if action == "freeze_init_zero_all" and index > 1 \
+                else first
             per_layer = {}
             for layer in layers:
                 per_layer[layer.split("/")[-1]] = check_transition(
-                    action, first[f"{layer}/kernel"], previous[1][f"{layer}/kernel"],
+                    action, reference[f"{layer}/kernel"], previous[1][f"{layer}/kernel"],
                     {"mask": previous[0][f"{layer}/mask"],
                      "frozen": previous[0][f"{layer}/frozen"]},
                     {key: start[f"{layer}/{key}"] for key in ("kernel", "mask", "frozen")},
