@@ -1019,3 +1019,75 @@ def test_archive_flag_refuses_a_file(tmp_path, capsys):
     assert len(err) == 1 and err[0].startswith(f"error: --archive={target}") and \
         "allowed: a folder" in err[0]
     assert not (tmp_path / "runs").exists()
+
+
+# ---- the paper budget's page: the 7-epoch numbers beside, and the mask-0 evidence ---------
+def test_default_budget_numbers_are_read_back_from_its_page(tmp_path):
+    page = tmp_path / "RESULTS.md"
+    page.write_text("# Results\n\n- Budget: 7 epochs per round, evaluation every 100.\n\n"
+                    "## Fidelity: our numbers against the paper's\n\n"
+                    "| number | ours (%) | paper (%) | source | ours - paper (points) |\n"
+                    "|---|---|---|---|---|\n"
+                    "| dense network (round 0) | 97.99 ± 0.29 (3 seeds) | 97.9 | repro | +0.09 |\n"
+                    "| random, round 24 | 46.86 | 35.9 | repro | +10.96 |\n\n"
+                    "Test accuracy.\n\n## Claims at a glance\n\n| a | b |\n|---|---|\n"
+                    "| c | d |\n", encoding="utf-8")
+    budget, numbers = report.default_budget_numbers(str(page))
+    assert budget == "7 epochs"
+    assert numbers == {"dense network (round 0)": "97.99 ± 0.29 (3 seeds)",
+                       "random, round 24": "46.86"}
+    assert report.default_budget_numbers(str(tmp_path / "missing.md")) == ("", {})
+
+
+def test_paper_page_puts_the_default_budgets_numbers_beside_its_own(tmp_path, monkeypatch):
+    default_page = tmp_path / "DEFAULT.md"
+    default_page.write_text("- Budget: 7 epochs per round.\n\n## Fidelity\n\n| number | ours (%) |"
+                            "\n|---|---|\n| dense network (round 0) | 97.12 |\n",
+                            encoding="utf-8")
+    monkeypatch.setattr(report, "default_page_path", lambda preset: str(default_page))
+    budget = paper.budget_for("mnist_fc", "paper")
+    runs = plan.plan("mnist_fc", budget)
+    text = report.report("mnist_fc", budget, runs, str(tmp_path / "runs"),
+                         str(tmp_path / "R.md"), str(tmp_path / "figures"), {})
+    top = text.split("## Fidelity")[1].split("## Claims at a glance")[0]
+    assert ("| number | ours, 7 epochs per round (%) | ours, 55 epochs per round (%) | "
+            "paper (%) |") in top
+    assert "| dense network (round 0) | 97.12 | not run | 97.9 |" in top
+    assert "[DEFAULT.md](DEFAULT.md)" in top
+
+
+def test_paper_page_shows_each_seeds_mask_zero_window_means_and_the_earlier_rule(tmp_path):
+    """Each action's seeds' window means, computed here from the fabricated curves, and the
+    superseded variant 2 runs read from the archive beside them."""
+    budget = dataclasses.replace(paper.budget_for("mnist_fc", "paper"), criteria_rounds=4,
+                                 mask_one_rounds=4, mask_zero_rounds=4, block_rounds=4)
+    runs = [run for run in plan.plan("mnist_fc", budget)
+            if run.figure in ("criteria", "mask_zero") and run.kind == "lottery"]
+    out_dir = str(tmp_path / "runs")
+    level = {"large_final": 0.97, "freeze_init": 0.96, "freeze_init_zero_mask": 0.975,
+             "freeze_init_zero_all": 0.98}
+    for run in runs:
+        action, _, seed = run.name.split("/")[-1].partition("_seed")
+        if action not in level:
+            continue
+        value = level[action] + 0.001 * int(seed or 0)
+        fake_lottery(run.run_dir(out_dir), 4, lambda r, v=value: 0.99 if r == 0 else v)
+    kept = tmp_path / "kept"
+    earlier = {"rounds": [{"round": r, "weights_remaining": _remaining(r),
+                           "test_accuracy": 0.95, "best": {"test_accuracy": 0.95}}
+                          for r in range(5)]}
+    _write(str(kept / "superseded" / "variant2_first_w_init" / "freeze_init_zero_all.json"),
+           {"flags": {"seed": 0}, "results": earlier})
+    text = report.report("mnist_fc", budget, runs, out_dir, str(tmp_path / "R.md"),
+                         str(tmp_path / "figures"), {}, archive_dir=str(kept))
+    section = text.split("### What was checked under the mask-0 claims")[1].split("## 4.")[0]
+    rows = [line for line in section.splitlines() if line.startswith("| ")]
+    assert rows[0].startswith("| mask-0 action | window | seed 0 | seed 1 | seed 2 |")
+    freeze = [row for row in rows if row.startswith("| freeze_init |")]
+    assert freeze and all(row.endswith("| 96.00 | 96.10 | 96.20 |") for row in freeze)
+    ticket = [row for row in rows if row.startswith("| zero (lottery ticket) |")]
+    assert ticket and all(row.endswith("| 97.00 | 97.10 | 97.20 |") for row in ticket)
+    old = [row for row in rows if "earlier rule (seed 0)" in row]
+    assert old and all(row.endswith("| 95.00 | - | - |") for row in old)
+    assert "tests/test_authors_mask_zero.py" in section
+    assert "superseded/variant2_first_w_init" in section

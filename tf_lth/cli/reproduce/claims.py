@@ -137,6 +137,13 @@ def common_rounds(curves: list, max_weights: float, upto: int) -> list:
     return sparse or [shared[-1]]
 
 
+def markdown_table(header: list, rows: list) -> list:
+    """A Markdown table's lines."""
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(str(cell) for cell in row) + " |" for row in rows]
+    return lines
+
+
 def pct(value, digits: int = 2) -> str:
     return "-" if value is None else f"{100 * value:.{digits}f}"
 

@@ -41,7 +41,7 @@ from tf_lth.cli.reproduce import ROOT, archive
 from tf_lth.cli.reproduce.execute import code_commit, now, run_all, scheduler_lines
 from tf_lth.cli.reproduce.paper import BUDGETS, PRESETS, budget_for, budget_from_dict
 from tf_lth.cli.reproduce.plan import BASELINE, SECTIONS, format_plan, plan, total_estimate
-from tf_lth.cli.reproduce.report import report
+from tf_lth.cli.reproduce.report import default_page_path, report
 
 
 def _has_gpu() -> bool:
@@ -106,8 +106,7 @@ def _paths(arguments, preset: str, budget_name: str) -> tuple:
     if arguments.results:
         results_path = arguments.results
     elif budget_name == "default":
-        results_path = os.path.join(ROOT, "docs", "RESULTS.md" if preset == "mnist_fc"
-                                    else f"RESULTS_{preset}.md")
+        results_path = default_page_path(preset)
     else:
         results_path = os.path.join(out_dir, "RESULTS.md")
     figures_dir = arguments.figures_dir or (os.path.join(ROOT, "docs", "figures")

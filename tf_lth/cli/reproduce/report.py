@@ -13,11 +13,13 @@ import platform
 from tf_lth.core import choices, run_files
 from tf_lth.cli.plot import Series, bars_figure, curves_figure, panels_figure
 from tf_lth.cli.reproduce import ROOT, archive
+from tf_lth.cli.reproduce.claims import markdown_table as _table
 from tf_lth.cli.reproduce.claims import (at_round, block_claim, criteria_claims, curve,
                                      load_results, mask_one_claims, mask_zero_claims,
                                      mean_curve, pct, seed_stats, untrained_claims,
                                      untrained_table, weights_label)
 from tf_lth.cli.reproduce.execute import is_complete, now
+from tf_lth.cli.reproduce.mask_zero_evidence import evidence_lines
 from tf_lth.cli.reproduce.paper import (CHANCE, FIGURE_CRITERIA, MASK_ONE_ACTIONS, MASK_ZERO_ACTIONS,
                                     PAPER, PAPER_LEARNED_EPOCHS, PAPER_ROUNDS, PRESETS,
                                     Budget)
@@ -237,12 +239,6 @@ class Page:
         ]
 
 
-def _table(header: list, rows: list) -> list:
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(str(cell) for cell in row) + " |" for row in rows]
-    return lines
-
-
 def _rounds_header(first: str, weights: dict, rounds: list) -> list:
     return [first] + [f"round {r} ({pct(weights.get(r), 1)}%)" for r in rounds]
 
@@ -432,6 +428,11 @@ def mask_zero_section(page: Page) -> list:
         rows.append([MASK_ZERO_NAMES[action]] + cells + [pct(mid), pct(high)])
     lines += _table(header, rows) + [""]
     lines += [CLAIMS_HEADING, ""] + page.add_claims("mask-0", claims) + [""]
+    if budget.name == "paper":
+        lines += evidence_lines(loaded, budget, page.state.get("_archive"), mid_rounds,
+                                high_rounds, MASK_ZERO_NAMES,
+                                weights_label(base_points, mid_rounds),
+                                weights_label(base_points, high_rounds))
     lines += ["Differences from the paper's protocol:", ""] + page.deviations()
     lines += [f"- Run to {budget.mask_zero_rounds} rounds "
               f"({pct(weights.get(budget.mask_zero_rounds), 1)}% remaining).", ""]
@@ -668,22 +669,66 @@ def _learned_accuracy(loaded: dict, name: str):
     return None if value is None else (value, None, 1)
 
 
+def default_page_path(preset: str) -> str:
+    """Where `--budget=default` writes its report for `preset` (docs/RESULTS.md for fc)."""
+    return os.path.join(ROOT, "docs", "RESULTS.md" if preset == "mnist_fc"
+                        else f"RESULTS_{preset}.md")
+
+
+def default_budget_numbers(path: str) -> tuple:
+    """(budget words such as "7 epochs", {fidelity row label: our number}) read back from
+    a default-budget page's fidelity table; ("", {}) when there is none."""
+    if not os.path.isfile(path):
+        return "", {}
+    with open(path, encoding="utf-8") as stream:
+        text = stream.read()
+    budget = ""
+    for line in text.splitlines():
+        if line.startswith("- Budget: ") and " per round" in line:
+            budget = line[len("- Budget: "):line.index(" per round")]
+            break
+    if "## Fidelity" not in text:
+        return budget, {}
+    table = text[text.index("## Fidelity"):].split("\n## ", 1)[0]
+    numbers = {}
+    for line in table.splitlines()[3:]:
+        cells = [cell.strip() for cell in line.strip().strip("|").split("|")]
+        if line.startswith("| ") and len(cells) >= 2:
+            numbers[cells[0]] = cells[1]
+    return budget, numbers
+
+
 def fidelity_section(page: Page) -> list:
-    """The table at the top: each number of the paper this preset checks, ours beside it."""
+    """The table at the top: each number of the paper this preset checks, ours beside it;
+    at the paper's budget also the default budget's number (from its page), so the effect
+    of the budget is read off one row."""
     rows = []
+    default_budget, default_numbers = ("", {}) if page.budget.name != "paper" else \
+        default_budget_numbers(default_page_path(page.preset))
     for row in fidelity_rows(page.preset, page.budget, page.loaded):
         mean, std, count = row["ours"]
         ours = "not run" if mean is None else pm(row["ours"]) + (
             f" ({count} seeds)" if count > 1 else "")
-        rows.append([row["what"], ours, f"{row['paper']:g}", row["source"],
-                     "-" if row["difference"] is None else f"{row['difference']:+.2f}"])
+        cells = [row["what"], ours, f"{row['paper']:g}", row["source"],
+                 "-" if row["difference"] is None else f"{row['difference']:+.2f}"]
+        if default_numbers:
+            cells.insert(1, default_numbers.get(row["what"], "-"))
+        rows.append(cells)
+    header = ["number", "ours (%)", "paper (%)", "source", "ours - paper (points)"]
+    note = ""
+    if default_numbers:
+        header[1:2] = [f"ours, {default_budget} per round (%)",
+                       f"ours, {page.budget.epochs_text()} per round (%)"]
+        page_dir = os.path.dirname(os.path.abspath(page.results_path))
+        source = os.path.relpath(default_page_path(page.preset), page_dir)
+        note = (f" The {default_budget}-per-round column is read from [{source}]({source}) "
+                "(`make reproduce`, the budget a user re-runs in about 90 minutes).")
     return (["## Fidelity: our numbers against the paper's", ""]
-            + _table(["number", "ours (%)", "paper (%)", "source", "ours - paper (points)"],
-                     rows)
+            + _table(header, rows)
             + ["", f"Test accuracy at the best validation loss. Ours at this budget "
                f"({page.budget.epochs_text()} per round); mean ± std (sample std) where "
                "seeds exist. \"repro\" is the independent 5-seed reproduction the paper's "
-               "numbers are quoted from.", ""])
+               f"numbers are quoted from.{note}", ""])
 
 
 def summary_section(page: Page) -> list:
