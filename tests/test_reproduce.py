@@ -1040,7 +1040,7 @@ def test_default_budget_numbers_are_read_back_from_its_page(tmp_path):
 
 
 def test_paper_page_puts_the_default_budgets_numbers_beside_its_own(tmp_path, monkeypatch):
-    default_page = tmp_path / "DEFAULT.md"
+    default_page = tmp_path / "seven_epochs.md"
     default_page.write_text("- Budget: 7 epochs per round.\n\n## Fidelity\n\n| number | ours (%) |"
                             "\n|---|---|\n| dense network (round 0) | 97.12 |\n",
                             encoding="utf-8")
@@ -1053,7 +1053,7 @@ def test_paper_page_puts_the_default_budgets_numbers_beside_its_own(tmp_path, mo
     assert ("| number | ours, 7 epochs per round (%) | ours, 55 epochs per round (%) | "
             "paper (%) |") in top
     assert "| dense network (round 0) | 97.12 | not run | 97.9 |" in top
-    assert "[DEFAULT.md](DEFAULT.md)" in top
+    assert "[seven_epochs" + ".md](seven_epochs" + ".md)" in top  # a link beside the page
 
 
 def test_paper_page_shows_each_seeds_mask_zero_window_means_and_the_earlier_rule(tmp_path):
