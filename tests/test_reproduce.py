@@ -1091,3 +1091,16 @@ def test_paper_page_shows_each_seeds_mask_zero_window_means_and_the_earlier_rule
     assert old and all(row.endswith("| 95.00 | - | - |") for row in old)
     assert "tests/test_authors_mask_zero.py" in section
     assert "superseded/variant2_first_w_init" in section
+
+
+def test_a_sub_runs_error_names_its_own_lines_not_tensorflows_start_up(tmp_path):
+    log = tmp_path / "run.log"
+    log.write_text("WARNING: All log messages before absl::InitializeLog() is called\n"
+                   "I0000 00:00:1796531478.248897 5450 port.cc:153] oneDNN custom operations\n"
+                   "run directory: /x\nround 0: 100.00% of weights remaining\n"
+                   "E0000 00:00:1796531037.353411 3627 cuda_platform.cc:52] failed cuInit\n"
+                   "stopped by SIGTERM at round 0, iteration 15000; resume with --resume\n",
+                   encoding="utf-8")
+    assert execute._tail(str(log), lines=3) == (
+        "run directory: /x | round 0: 100.00% of weights remaining | stopped by SIGTERM at "
+        "round 0, iteration 15000; resume with --resume")

@@ -87,9 +87,14 @@ def is_complete(run: SubRun, out_dir: str) -> bool:
     raise ValueError(run.kind)
 
 
+def _chatter(text: str) -> bool:
+    """TensorFlow's and absl's start-up lines (oneDNN, CUDA, log initialisation)."""
+    return text[:5] in ("I0000", "W0000", "E0000") or text.startswith("WARNING")
+
+
 def _worth_showing(text: str) -> bool:
     """The child's per-round results and errors, not TensorFlow's start-up chatter."""
-    if not text or text[:5] in ("I0000", "W0000", "E0000") or text.startswith("WARNING"):
+    if not text or _chatter(text):
         return False
     return (text.startswith("round ") and "test accuracy" in text) or \
         text.startswith(("learned supermask:", "error", "level ", "untrained supermasks:",
@@ -99,7 +104,8 @@ def _worth_showing(text: str) -> bool:
 def _tail(path: str, lines: int = 6) -> str:
     try:
         with open(path, encoding="utf-8", errors="replace") as stream:
-            content = [line.rstrip() for line in stream if line.strip()]
+            content = [line.rstrip() for line in stream
+                       if line.strip() and not _chatter(line.strip())]
     except OSError:
         return ""
     errors = [line for line in content if line.startswith("error")]
