@@ -15,11 +15,12 @@ import os
 
 from tf_lth.core import run_files
 from tf_lth.cli.reproduce.claims import curve, markdown_table, pct, window_mean
+from tf_lth.cli.reproduce.paper import MASK_ZERO_ACTIONS
 from tf_lth.cli.reproduce.plan import BASELINE, seed_names
 
 SUPERSEDED = "superseded"
 EARLIER_VARIANT_2 = "variant2_first_w_init"
-ACTIONS = ("zero", "freeze_init", "freeze_init_zero_mask", "freeze_init_zero_all")
+ACTIONS = ("zero",) + MASK_ZERO_ACTIONS  # the ticket, then the paper's mask-0 actions
 
 
 def _name(action: str) -> str:
