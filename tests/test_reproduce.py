@@ -1009,6 +1009,26 @@ def test_a_running_invocation_keeps_its_wall_time_so_far_in_the_archive(tmp_path
     assert end["seconds"] == state["last_session_seconds"]
 
 
+def test_a_long_sub_run_still_rewrites_the_invocations_wall_time(tmp_path, monkeypatch):
+    """No sub-run ends for a while: the heartbeat rewrites the entry anyway."""
+    import types
+
+    kept = str(tmp_path / "kept")
+    seen = []
+
+    def long_sub_run(*args, **kwargs):
+        time.sleep(0.5)
+        seen.extend(archive.invocations(kept))
+
+    monkeypatch.setattr(cli, "INVOCATION_HEARTBEAT_S", 0.1)
+    monkeypatch.setattr(cli, "run_all", long_sub_run)
+    monkeypatch.setattr(cli.preemption, "install", lambda: None)
+    arguments = types.SimpleNamespace(jobs=1, data_dir=None, archive=kept)
+    cli._train(arguments, [], [], str(tmp_path / "a"), {}, str(tmp_path / "a.json"))
+    [during] = seen
+    assert during["ended"] is False and during["seconds"] >= 0.3
+
+
 def test_archive_flag_refuses_a_file(tmp_path, capsys):
     target = tmp_path / "archive.txt"
     target.write_text("not a folder")

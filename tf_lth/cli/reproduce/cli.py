@@ -34,6 +34,7 @@ import os
 import platform
 import subprocess
 import sys
+import threading
 import time
 
 from tf_lth.core import preemption, run_files
@@ -172,15 +173,28 @@ def _train(arguments, runs: list, only: list, out_dir: str, state: dict,
     earlier_s = state.get("wall_seconds", 0.0)
     record = _invocation_recorder(arguments, out_dir, state, earlier_s, started)
     record(ended=False)
+    stop = threading.Event()
+    if arguments.archive:  # a sub-run can take hours: the wall time is also kept as it goes
+        threading.Thread(target=_heartbeat, args=(stop, record), daemon=True).start()
     try:
         run_all(_selected(runs, only), out_dir, arguments.data_dir, state, state_path,
                 arguments.jobs, archive_dir=arguments.archive,
                 on_save=lambda: record(ended=False))
     finally:  # a stopped invocation's wall time counts too (the report sums them)
+        stop.set()
         state["last_session_seconds"] = time.time() - started
         state["wall_seconds"] = earlier_s + state["last_session_seconds"]
         run_files.write_json(state_path, state)
         record(ended=True, seconds=state["last_session_seconds"])
+
+
+INVOCATION_HEARTBEAT_S = 300.0
+
+
+def _heartbeat(stop: threading.Event, record) -> None:
+    """Rewrites the invocation's wall time every INVOCATION_HEARTBEAT_S until `stop`."""
+    while not stop.wait(INVOCATION_HEARTBEAT_S):
+        record(ended=False)
 
 
 def _invocation_recorder(arguments, out_dir: str, state: dict, earlier_s: float,
@@ -196,8 +210,13 @@ def _invocation_recorder(arguments, out_dir: str, state: dict, earlier_s: float,
         earlier.append({"seconds": earlier_s, "out_dir": out_dir,
                         "what": "earlier invocations on this out_dir, before the archive"})
     identity = f"{platform.node() or 'unknown'}:{os.getpid()}:{started:.3f}"
+    lock = threading.Lock()  # the heartbeat and the sub-runs' threads both record
 
     def record(ended: bool, seconds: float | None = None) -> None:
+        with lock:
+            _record(ended, seconds)
+
+    def _record(ended: bool, seconds: float | None) -> None:
         entry = {"id": identity,
                  "started": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(started)),
                  "seconds": time.time() - started if seconds is None else seconds, "ended": ended, "jobs": arguments.jobs,
