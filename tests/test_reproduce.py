@@ -1029,6 +1029,19 @@ def test_a_long_sub_run_still_rewrites_the_invocations_wall_time(tmp_path, monke
     assert during["ended"] is False and during["seconds"] >= 0.3
 
 
+def test_invocations_whose_time_was_lost_are_named_not_counted(tmp_path):
+    kept = str(tmp_path / "kept")
+    archive.add_invocation(kept, {"seconds": None, "what": "two invocations on a lost machine"})
+    archive.add_invocation(kept, {"seconds": 600.0})
+    assert archive.wall_seconds(kept) == 600.0
+    runs = [plan.SubRun("a", "criteria", "lottery", {}, estimate_s=60.0)]
+    text = report.report("mnist_fc", tiny_budget(), runs, str(tmp_path / "b"),
+                         str(tmp_path / "R.md"), str(tmp_path / "f"), {"jobs": 2},
+                         archive_dir=kept)
+    assert "All invocations together took 10.0 min" in text
+    assert "Not in that total: two invocations on a lost machine." in text
+
+
 def test_archive_flag_refuses_a_file(tmp_path, capsys):
     target = tmp_path / "archive.txt"
     target.write_text("not a folder")

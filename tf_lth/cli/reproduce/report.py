@@ -764,6 +764,11 @@ def timing_section(page: Page) -> list:
              f"against the plan's {minutes(wall_estimate(page.runs, jobs))} for the whole plan"
              + ("" if all(page.state.get("_complete", {}).values()) else
                 " (not all sub-runs are complete)") + "." if wall else "")
+    unrecorded = [entry.get("what", "an invocation") for entry in
+                  archive.invocations(page.state.get("_archive"))
+                  if entry.get("seconds") is None]
+    if unrecorded:
+        total += f" Not in that total: {'; '.join(unrecorded)}."
     return ["", "## Sub-runs: estimate, time taken and code", "",
             f"Minutes per sub-run: the plan's estimate with --jobs={jobs} (2 CPU cores, "
             f"nothing else running; {jobs} at once share them) and the time it took, summed "
