@@ -174,8 +174,12 @@ class Page:
         for title, verdict in claims:
             lines.append(f"- **{verdict['verdict']}**: {title}. {verdict['reason']}")
             if verdict["verdict"] == "not reproduced":
+                evidence = " The subsection \"What was checked under the mask-0 claims\" " \
+                    "below gives each seed and how the actions were checked against the " \
+                    "authors' code." if section == "mask-0" and self.budget.name == "paper" \
+                    else ""
                 lines.append(f"  - What could explain it: {self.protocol_gap()} "
-                             f"{self.larger_budget()}")
+                             f"{self.larger_budget()}{evidence}".rstrip())
         return lines
 
     def protocol_gap(self) -> str:
