@@ -847,6 +847,7 @@ def test_paper_budget_page_does_not_call_its_own_budget_a_difference(tmp_path):
                          str(tmp_path / "R.md"), str(tmp_path / "figures"), {})
     assert "55 epochs per round instead of the paper's" not in text
     assert "55 epochs per round, the paper's" in text
+    assert "w_f is less far from w_i" not in text and "trained 55 epochs, as the paper's" in text
     assert "large_final lottery ticket and of every mask-0 action (mean ± std)" in text
     default = paper.budget_for("mnist_fc", "default")
     text = report.report("mnist_fc", default, plan.plan("mnist_fc", default),

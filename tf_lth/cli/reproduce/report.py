@@ -477,10 +477,12 @@ def untrained_section(page: Page) -> list:
     lines += [CLAIMS_HEADING, ""] + page.add_claims("untrained", claims) + [""]
     levels = ("0-24 (as the paper)" if not budget.untrained_levels
               else ", ".join(map(str, untrained_levels(budget))))
-    lines += ["Differences from the paper's protocol:", "",
-              f"- The masks come from the dense network of `{BASELINE}` round 0, trained "
-              f"{budget.epochs_text()} (paper: {PRESETS[page.preset].paper_epochs} epochs), so "
-              "w_f is less far from w_i than in the paper.",
+    source = (f"- The masks come from the dense network of `{BASELINE}` round 0, trained "
+              f"{budget.epochs_text()}, as the paper's.") if budget.name == "paper" else (
+        f"- The masks come from the dense network of `{BASELINE}` round 0, trained "
+        f"{budget.epochs_text()} (paper: {PRESETS[page.preset].paper_epochs} epochs), so "
+        "w_f is less far from w_i than in the paper.")
+    lines += ["Differences from the paper's protocol:", "", source,
               f"- Prune levels {levels}; masks from seed {page.state.get('seed', 0)}'s dense "
               "network only.", ""]
     return lines + page.status_note(["untrained/all_criteria"]) + [""]
