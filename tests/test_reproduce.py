@@ -718,6 +718,10 @@ def test_timing_section_puts_estimate_beside_the_time_taken_over_all_invocations
     # the plan's wall with 2 jobs: a and b side by side, 1200 s and 240 s: 20 min
     assert ("All invocations together took 25.0 min of wall time with --jobs=2, against the "
             "plan's 20.0 min for the whole plan (not all sub-runs are complete).") in text
+    # a sub-run whose record says it ran alone is estimated alone, whatever the state says
+    state["sub_runs"]["a"]["jobs"] = 1
+    lines = report.timing_section(types.SimpleNamespace(runs=runs, state=state))
+    assert "| `a` | done | 10.0 | 15.0 | aaaa, bbbb |" in lines
 
 
 # ---- issue 23: sparse training beside the ticket ------------------------------------------

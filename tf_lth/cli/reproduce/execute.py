@@ -373,6 +373,7 @@ def run_all(runs: list, out_dir: str, data_dir: str | None, state: dict, state_p
             except OSError as error:
                 record = {"status": "failed", "error": f"could not start: {error}"}
             _carry_history(status.get(run.name, {}), record)
+            record["jobs"] = jobs  # its estimate in the report is at the --jobs it ran with
             if archive_dir and record.get("status") == "done":
                 _archive(archive_dir, run, out_dir, record, log)
         with lock:

@@ -754,7 +754,7 @@ def timing_section(page: Page) -> list:
         record = page.state.get("sub_runs", {}).get(run.name) or {}
         seconds = record.get("seconds", 0.0) + record.get("seconds_before", 0.0) \
             if record.get("status") == "done" else None
-        estimate_s = duration(run, int(page.state.get("jobs") or 1))
+        estimate_s = duration(run, int(record.get("jobs") or page.state.get("jobs") or 1))
         if seconds is not None:
             estimated, taken = estimated + estimate_s, taken + seconds
         rows.append([f"`{run.name}`", record.get("status", "not run")
@@ -776,8 +776,9 @@ def timing_section(page: Page) -> list:
     if unrecorded:
         total += f" Not in that total: {'; '.join(unrecorded)}."
     return ["", "## Sub-runs: estimate, time taken and code", "",
-            f"Minutes per sub-run: the plan's estimate with --jobs={jobs} (2 CPU cores, "
-            f"nothing else running; {jobs} at once share them) and the time it took, summed "
+            f"Minutes per sub-run: the plan's estimate at the --jobs it ran with (--jobs={jobs} "
+            "where its record does not say; 2 CPU cores, nothing else running, that many at "
+            "once sharing them) and the time it took, summed "
             f"over the invocations that ran it{ratio}.{total} `commits` are the code versions "
             "that ran it, in order.", ""] + _table(
         ["sub-run", "status", "estimate (min)", "took (min)", "commits"], rows) + [""]
