@@ -219,9 +219,9 @@ def _invocation_recorder(arguments, out_dir: str, state: dict, earlier_s: float,
     def _record(ended: bool, seconds: float | None) -> None:
         entry = {"id": identity,
                  "started": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(started)),
-                 "seconds": time.time() - started if seconds is None else seconds, "ended": ended, "jobs": arguments.jobs,
-                 "commit": code_commit(), "machine": state.get("machine"),
-                 "out_dir": out_dir}
+                 "seconds": time.time() - started if seconds is None else seconds,
+                 "ended": ended, "jobs": arguments.jobs, "commit": code_commit(),
+                 "machine": state.get("machine"), "out_dir": out_dir}
         try:
             while earlier:
                 archive.add_invocation(arguments.archive, earlier.pop(0))
