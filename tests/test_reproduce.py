@@ -1142,3 +1142,23 @@ def test_a_sub_runs_error_names_its_own_lines_not_tensorflows_start_up(tmp_path)
     assert execute._tail(str(log), lines=3) == (
         "run directory: /x | round 0: 100.00% of weights remaining | stopped by SIGTERM at "
         "round 0, iteration 15000; resume with --resume")
+
+
+def test_criteria_claims_wait_for_every_criterion_to_finish(tmp_path):
+    """Midway through a paper-budget run (some criteria done, one part-way, the worst
+    ones not started) the criteria claims are "not measured", not decided early."""
+    budget = tiny_budget()
+    runs = plan.plan("mnist_fc", budget, dataset="synthetic")
+    rounds = budget.criteria_rounds
+    for run in runs:
+        name = run.name.split("/")[-1]
+        if run.figure != "criteria":
+            continue
+        if name.startswith("large_final") or name == "magnitude_increase":
+            fake_lottery(run.run_dir(str(tmp_path)), rounds, lambda r: 0.98)
+        elif name == "movement":
+            fake_lottery(run.run_dir(str(tmp_path)), 1, lambda r: 0.97)
+    loaded = claims.load_results(runs, str(tmp_path))
+    found, _, _ = claims.criteria_claims(loaded, budget)
+    assert [verdict["verdict"] for _, verdict in found] == ["not measured", "not measured"]
+    assert "movement" in found[0][1]["reason"] and "small_final" in found[0][1]["reason"]

@@ -184,10 +184,12 @@ def criteria_claims(loaded: dict, budget: Budget) -> tuple:
     where = weights_label(curves[present[0]], rounds) if present else "-"
     listing = ", ".join(f"{name} {pct(scores[name], 1)}" for name in ranking)
     claims = []
-    if not {"large_final", "magnitude_increase"} <= set(scores) or len(scores) < 4:
+    short = [name for name in present if name not in scores or curves[name][-1][0] < max(
+        (points[-1][0] for points in curves.values() if points), default=0)]
+    if missing or short or len(scores) < 4:  # a ranking needs every criterion to the end
         claims.append(("large_final and magnitude_increase are the best criteria",
                        _verdict(None, f"criteria runs missing or incomplete: "
-                                      f"{', '.join(missing) or 'too few rounds'}")))
+                                      f"{', '.join(missing + short) or 'too few rounds'}")))
         claims.append(("small_* and random are the worst criteria",
                        _verdict(None, "criteria runs missing or incomplete")))
         return claims, scores, rounds
