@@ -184,8 +184,7 @@ def criteria_claims(loaded: dict, budget: Budget) -> tuple:
     where = weights_label(curves[present[0]], rounds) if present else "-"
     listing = ", ".join(f"{name} {pct(scores[name], 1)}" for name in ranking)
     claims = []
-    short = [name for name in present if name not in scores or curves[name][-1][0] < max(
-        (points[-1][0] for points in curves.values() if points), default=0)]
+    short = [name for name in present if curves[name][-1][0] < budget.criteria_rounds]
     if missing or short or len(scores) < 4:  # a ranking needs every criterion to the end
         claims.append(("large_final and magnitude_increase are the best criteria",
                        _verdict(None, f"criteria runs missing or incomplete: "

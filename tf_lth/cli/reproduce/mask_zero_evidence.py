@@ -51,10 +51,6 @@ def superseded_variant_2(archive_dir: str | None) -> list:
     return found
 
 
-def _label(action: str, names: dict) -> str:
-    return names.get(action, action)
-
-
 def evidence_lines(loaded: dict, budget, archive_dir: str | None, mid: list, high: list,
                    labels: dict, mid_label: str, high_label: str) -> list:
     """The subsection's Markdown lines (empty when no mask-0 sub-run has results)."""
@@ -71,7 +67,7 @@ def evidence_lines(loaded: dict, budget, archive_dir: str | None, mid: list, hig
             cells = seed_window_means(loaded, action, seeds[action], rounds, max_round)
             if all(value is None for _, value in cells):
                 continue
-            rows.append([_label(action, labels), window]
+            rows.append([labels.get(action, action), window]
                         + [pct(value) if value is not None else "-" for _, value in cells]
                         + ["-"] * (width - len(cells)))
     earlier = superseded_variant_2(archive_dir)
