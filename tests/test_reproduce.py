@@ -1144,6 +1144,59 @@ def test_a_sub_runs_error_names_its_own_lines_not_tensorflows_start_up(tmp_path)
         "round 0, iteration 15000; resume with --resume")
 
 
+def test_a_stopped_sub_runs_note_is_whole_lines_of_its_latest_invocation(tmp_path):
+    """The log is appended to on every resume: the note comes from the last invocation only,
+    and a long line is dropped whole rather than cut mid-word."""
+    log = tmp_path / "run.log"
+    long_line = "round 0: " + "x" * 700
+    log.write_text("\n$ python -m tf_lth.train --run_dir=/x\nround 4: old invocation\n"
+                   "stopped by SIGTERM at round 4, iteration 10; resume with --resume\n"
+                   f"\n$ python -m tf_lth.train --run_dir=/x --resume\n{long_line}\n"
+                   "round 5: test accuracy 98.00%\n"
+                   "stopped by SIGTERM at round 6, iteration 20; resume with --resume\n",
+                   encoding="utf-8")
+    assert execute._tail(str(log)) == (
+        "round 5: test accuracy 98.00% | stopped by SIGTERM at round 6, iteration 20; "
+        "resume with --resume")
+
+
+def test_the_page_names_a_run_folder_outside_the_checkout_from_the_home_folder(monkeypatch,
+                                                                             tmp_path):
+    home = tmp_path / "home"
+    monkeypatch.setenv("HOME", str(home))
+    assert report._rel(str(home / "lth_repro" / "runs")) == "~/lth_repro/runs"
+    assert report._rel(os.path.join(ROOT, "docs", "paper_runs")) == "docs/paper_runs"
+    outside = tmp_path / "elsewhere"
+    assert report._rel(str(outside)) == str(outside)
+
+
+def test_a_sub_run_another_process_is_training_shows_as_running(tmp_path):
+    """Regenerating the page mid-run: a sub-run whose run directory is locked by a live
+    process is "running", with the rounds its results hold so far, not its stale record."""
+    budget = tiny_budget()
+    runs = plan.plan("mnist_fc", budget)
+    run = next(run for run in runs if run.name == "criteria/movement")
+    run_dir = run.run_dir(str(tmp_path))
+    fake_lottery(run_dir, 2, lambda r: 0.97)  # three rounds finished so far
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys; from tf_lth.core import run_lock; "
+         "run_lock.acquire(sys.argv[1]); print('held', flush=True); sys.stdin.read()", run_dir],
+        cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        state = {"sub_runs": {run.name: {"status": "stopped", "error": "stale"}},
+                 "_complete": {}}
+        page = report.Page("mnist_fc", budget, runs, str(tmp_path), str(tmp_path / "R.md"),
+                           str(tmp_path / "figures"), state, {})
+        assert page.status_note([run.name]) == [
+            f"- `{run.name}`: **running** now (process {holder.pid}); 3 of "
+            f"{run.rounds + 1} rounds finished"]
+    finally:
+        holder.stdin.close()
+        holder.wait(timeout=60)
+    assert page.status_note([run.name]) == [f"- `{run.name}`: **stopped** — stale"]
+
+
 def test_criteria_claims_wait_for_every_criterion_to_finish(tmp_path):
     """Midway through a paper-budget run (some criteria done, one part-way, the worst
     ones not started) the criteria claims are "not measured", not decided early."""

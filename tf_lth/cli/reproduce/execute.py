@@ -101,16 +101,22 @@ def _worth_showing(text: str) -> bool:
                          "tflite", "exporting", "saved_model")) or "level 24:" in text
 
 
-def _tail(path: str, lines: int = 6) -> str:
+def _tail(path: str, lines: int = 6, limit: int = 600) -> str:
+    """The last lines the latest invocation in the sub-run's log wrote (its errors if any),
+    whole lines only, at most `limit` characters."""
     try:
         with open(path, encoding="utf-8", errors="replace") as stream:
-            content = [line.rstrip() for line in stream
-                       if line.strip() and not _chatter(line.strip())]
+            content = [line.rstrip() for line in stream]
     except OSError:
         return ""
+    starts = [index for index, line in enumerate(content) if line.startswith("$ ")]
+    content = [line for line in content[starts[-1] + 1 if starts else 0:]
+               if line.strip() and not _chatter(line.strip())]
     errors = [line for line in content if line.startswith("error")]
     picked = errors[-2:] if errors else content[-lines:]
-    return " | ".join(picked)[-600:]
+    while len(picked) > 1 and len(" | ".join(picked)) > limit:
+        picked = picked[1:]
+    return " | ".join(picked)[-limit:]
 
 
 def _environment(threads: int | None) -> dict:

@@ -10,7 +10,7 @@ import dataclasses
 import os
 import platform
 
-from tf_lth.core import choices, run_files
+from tf_lth.core import choices, run_files, run_lock
 from tf_lth.cli.plot import Series, bars_figure, curves_figure, panels_figure
 from tf_lth.cli.reproduce import ROOT, archive
 from tf_lth.cli.reproduce.claims import markdown_table as _table
@@ -151,6 +151,22 @@ class Page:
         rel = os.path.relpath(path, os.path.dirname(os.path.abspath(self.results_path)))
         return [f"![{alt}]({rel.replace(os.sep, '/')})", ""]
 
+    def running_pid(self, name: str):
+        """The pid (0 when unknown) of a live process training sub-run `name`, else None."""
+        run = next((run for run in self.runs if run.name == name), None)
+        if run is None or run.kind == "export":
+            return None
+        return run_lock.holder(run.run_dir(self.out_dir))
+
+    def progress_text(self, name: str) -> str:
+        """'; round N of M finished' from a running lottery sub-run's results, else ''."""
+        run = next(run for run in self.runs if run.name == name)
+        results = run_files.read_json_or_none(
+            os.path.join(run.run_dir(self.out_dir), "results.json")) or {}
+        finished = len(results.get("rounds") or [])
+        return f"; {finished} of {run.rounds + 1} rounds finished" \
+            if run.kind == "lottery" and finished else ""
+
     def status_note(self, names: list) -> list:
         """A line per sub-run of `names` that is not complete: not run, failed, skipped."""
         notes = []
@@ -158,7 +174,11 @@ class Page:
             record = self.state.get("sub_runs", {}).get(name)
             if self.state["_complete"].get(name):
                 continue
-            if record is None:
+            pid = self.running_pid(name)
+            if pid is not None:
+                notes.append(f"- `{name}`: **running** now" + (f" (process {pid})" if pid else "")
+                             + self.progress_text(name))
+            elif record is None:
                 notes.append(f"- `{name}`: not run yet.")
             elif record.get("status") != "done":
                 notes.append(f"- `{name}`: **{record.get('status')}** — "
@@ -248,10 +268,17 @@ def _rounds_header(first: str, weights: dict, rounds: list) -> list:
 
 
 def _rel(path: str) -> str:
+    """A path as the page names it: relative inside the checkout, else from the home folder."""
     try:
-        return os.path.relpath(path, ROOT)
+        relative = os.path.relpath(path, ROOT)
     except ValueError:
-        return path
+        relative = os.pardir
+    if relative != os.pardir and not relative.startswith(os.pardir + os.sep):
+        return relative
+    absolute, home = os.path.abspath(path), os.path.expanduser("~")
+    if home not in ("", os.sep) and absolute.startswith(home.rstrip(os.sep) + os.sep):
+        return "~" + absolute[len(home.rstrip(os.sep)):]
+    return absolute
 
 
 # ---- the sections ---------------------------------------------------------------------------
