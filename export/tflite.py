@@ -103,9 +103,27 @@ def convert_module(module, kind: str, representative_dataset=None) -> bytes:
     if kind in SPARSE_KINDS:
         optimizations.append(tf.lite.Optimize.EXPERIMENTAL_SPARSITY)
     converter.optimizations = optimizations
-    model_bytes = bytes(converter.convert())
+    try:
+        model_bytes = bytes(converter.convert())
+    except Exception as error:  # TensorFlow's ConverterError is not public API
+        if type(error).__name__ != "ConverterError":
+            raise
+        raise ValueError(conversion_failure(str(error))) from error
     check_builtin_ops(model_bytes)
     return model_bytes
+
+
+def conversion_failure(message: str) -> str:
+    """One line on why LiteRT's converter refused a model, and what would convert."""
+    if "TensorList" in message:
+        return ("LiteRT's built-in ops cannot express this model's recurrent loop (TensorList "
+                "ops, from an LSTM, GRU or RNN layer), and tf_lth writes built-in-op files "
+                "only. Allowed: build the recurrent layer with unroll=True (a fixed sequence "
+                "length), or serve the SavedModel (export_saved_model) instead.")
+    errors = [line.split("error:", 1)[1].strip() for line in message.splitlines()
+              if "error:" in line]
+    first = errors[0] if errors else (message.strip().splitlines() or ["no message"])[0]
+    return f"LiteRT's converter refused the model (built-in ops only): {first}"
 
 
 def load_interpreter(model, num_threads: int = 1, default_delegates: bool = True) -> Interpreter:

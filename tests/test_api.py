@@ -357,6 +357,29 @@ def test_export_takes_the_models_own_signature_and_outputs(tmp_path):
     assert masked_layers(model)  # the model is masked again after tracing
 
 
+def test_a_recurrent_loop_litert_cannot_express_is_one_clear_error_and_unroll_converts(
+        tmp_path):
+    """LiteRT's built-in ops have no TensorList ops (an LSTM's while loop): the error says
+    so and what converts instead; the same model unrolled exports and matches Keras."""
+    def recurrent(unroll):
+        inputs = keras.Input((6, 4), name="seq")
+        hidden = keras.layers.LSTM(5, unroll=unroll)(keras.layers.Dense(8)(inputs))
+        return keras.Model(inputs, keras.layers.Dense(3)(hidden))
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the LSTM's own kernels stay unmasked
+        looped, unrolled = tf_lth.masked(recurrent(False)), tf_lth.masked(recurrent(True))
+    path = os.path.join(tmp_path, "looped.tflite")
+    with pytest.raises(ValueError, match=r"recurrent loop .*unroll=True.*export_saved_model"):
+        tf_lth.export_litert(looped, path)
+    assert not os.path.exists(path) and os.listdir(tmp_path) == []
+    tf_lth.prune(unrolled, 0.5)
+    x = RNG.uniform(size=(2, 6, 4)).astype("float32")
+    info = tf_lth.export_litert(unrolled, os.path.join(tmp_path, "unrolled.tflite"))
+    (values,) = tf_lth.run_litert(info["path"], x).values()
+    np.testing.assert_allclose(values, np.array(unrolled(x)), atol=1e-5)
+
+
 def test_export_flat_mlp_and_int8(tmp_path):
     model = tf_lth.masked(keras.Sequential([keras.Input((20,)), keras.layers.Dense(16, "relu"),
                                             keras.layers.Dense(4)]))
