@@ -21,7 +21,7 @@ from collections.abc import Iterator
 import keras
 import numpy as np
 
-from tf_lth.core.keras_compat import own_variables, swap_layer_class
+from tf_lth.core.keras_compat import child_layers, own_variables, swap_layer_class
 from tf_lth.core.layers import (
     MASK_OPTION_NAMES,
     MASKED_LAYERS,
@@ -150,6 +150,21 @@ def _copy_own_weights(source, target) -> None:
         variable.assign(by_name[variable.name].numpy())
 
 
+def _copy_weights(source, target) -> None:
+    """`_copy_own_weights`, and for a layer that holds layers (MultiHeadAttention, a custom
+    block) the same for each layer it holds, pairwise in the order it holds them. A nested
+    model's layers are cloned, and so copied, one by one by `clone_model`."""
+    _copy_own_weights(source, target)
+    if isinstance(source, keras.Model):
+        return
+    sources, targets = child_layers(source), child_layers(target)
+    if len(sources) != len(targets):
+        raise ValueError(f"Cannot copy layer '{source.name}': its clone holds {len(targets)} "
+                         f"layers, it holds {len(sources)}.")
+    for inner_source, inner_target in zip(sources, targets):
+        _copy_weights(inner_source, inner_target)
+
+
 def clone_plain(model: keras.Model) -> keras.Model:
     """A clone of a Sequential or functional model, nested ones included, with its weights.
 
@@ -163,7 +178,8 @@ def clone_plain(model: keras.Model) -> keras.Model:
             config = {key: value for key, value in config.items()
                       if key not in MASK_OPTION_NAMES}
         twin = layer.__class__.from_config(config)
-        pairs.append((layer, twin))
+        if isinstance(layer, keras.layers.Layer):  # not an operation such as `a + b`
+            pairs.append((layer, twin))
         return twin
 
     try:
@@ -174,7 +190,7 @@ def clone_plain(model: keras.Model) -> keras.Model:
             f"cloned). Received: model={type(model).__name__} ({error})"
         ) from None
     for old, new in pairs:
-        _copy_own_weights(old, new)
+        _copy_weights(old, new)
     return plain
 
 

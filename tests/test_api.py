@@ -330,6 +330,24 @@ def test_strip_returns_a_plain_model_and_inplace_works_for_subclassed():
     np.testing.assert_allclose(np.array(sub(x)), expected, atol=1e-6)
 
 
+def test_strip_keeps_operations_between_layers_and_attention_sublayers():
+    """A functional graph with an operation node (`a + b` is a Keras op, not a layer) and a
+    MultiHeadAttention (its EinsumDense sublayers are masked) strips to a plain model with
+    the same outputs and exact zeros where pruned."""
+    tokens = keras.Input((6, 8), name="tokens")
+    attended = keras.layers.MultiHeadAttention(num_heads=2, key_dim=4)(tokens, tokens)
+    summed = keras.layers.LayerNormalization()(tokens + attended)
+    outputs = keras.layers.Dense(3, name="head")(keras.layers.Flatten()(summed))
+    model = tf_lth.masked(keras.Model(tokens, outputs))
+    assert len(masked_layers(model)) == 5  # query, key, value, attention_output, head
+    tf_lth.prune(model, 0.5)
+    x = RNG.uniform(size=(4, 6, 8)).astype("float32")
+    plain = tf_lth.strip(model)
+    assert not masked_layers(plain)
+    np.testing.assert_allclose(np.array(plain(x)), np.array(model(x)), atol=1e-5)
+    assert np.mean(np.array(plain.get_layer("head").kernel) == 0) == pytest.approx(0.5, abs=0.02)
+
+
 def _two_input_softmax_model():
     image = keras.Input((8, 8, 1), name="image")
     extra = keras.Input((3,), name="extra")
