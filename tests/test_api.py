@@ -177,6 +177,36 @@ def test_keras_file_round_trip_of_a_masked_functional_model(tmp_path):
     np.testing.assert_allclose(np.array(loaded(x)), np.array(model(x)), atol=1e-6)
 
 
+@pytest.mark.parametrize("kind", ["subclassed", "attention"])
+def test_layers_built_by_model_code_reload_into_a_re_masked_copy(tmp_path, kind):
+    """docs/api.md, Saving and loading: layers the model's own code creates come back plain
+    from a .keras file, so the weights and masks load into a rebuilt, re-masked model."""
+    def build():
+        if kind == "subclassed":
+            model = Subclassed()
+            model(_images(1))
+            return model
+        tokens = keras.Input((6, 8))
+        attended = keras.layers.MultiHeadAttention(num_heads=2, key_dim=4)(tokens, tokens)
+        return keras.Model(tokens, keras.layers.Dense(3)(keras.layers.Flatten()(attended)))
+
+    x = _images() if kind == "subclassed" else RNG.uniform(size=(4, 6, 8)).astype("float32")
+    model = tf_lth.masked(build())
+    tf_lth.prune(model, 0.5)
+    path = os.path.join(tmp_path, "model.keras")
+    model.save(path)
+    rebuilt = tf_lth.masked(build())
+    assert all(mask.all() for mask in tf_lth.get_masks(rebuilt).values())
+    rebuilt.load_weights(path)
+    masks = tf_lth.get_masks(model)
+    assert [key.split("_")[0] for key in tf_lth.get_masks(rebuilt)] == \
+        [key.split("_")[0] for key in masks]
+    for saved, loaded in zip(masks.values(), tf_lth.get_masks(rebuilt).values()):
+        assert saved.mean() == pytest.approx(0.5, abs=0.05)
+        np.testing.assert_array_equal(loaded, saved)
+    np.testing.assert_allclose(np.array(rebuilt(x)), np.array(model(x)), atol=1e-6)
+
+
 # ---- the get_weights / set_weights trap ---------------------------------------------------
 def test_keras_rewind_idiom_never_resets_a_mask():
     model = _functional_cnn()
