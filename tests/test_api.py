@@ -325,6 +325,23 @@ def test_learned_supermask_changes_no_batchnorm_variable_and_evaluates_determini
     assert not np.array_equal(samples[0], samples[1])
 
 
+def test_weights_remaining_of_a_supermask_counts_its_expected_mask():
+    """weights_remaining counts what evaluation uses: sigmoid(logits) > 0.5, times the fixed
+    mask; logits set by hand to known signs give a known fraction."""
+    model = tf_lth.masked(keras.Sequential([keras.Input((4,)), keras.layers.Dense(5)]),
+                          supermask=True)
+    layer = model.layers[0]
+    logits = np.where(np.arange(20).reshape(4, 5) < 6, 1.0, -1.0).astype("float32")  # 6 kept
+    layer.mask_logits.assign(logits)
+    key = layer.name
+    assert tf_lth.weights_remaining(model) == (pytest.approx(6 / 20), {key: pytest.approx(0.3)})
+    fixed = np.ones((4, 5), "float32")
+    fixed[0, :2] = 0.0  # two of the six the supermask keeps are pruned for good
+    tf_lth.set_masks(model, {key: fixed})
+    assert tf_lth.weights_remaining(model)[0] == pytest.approx(4 / 20)
+    assert tf_lth.get_masks(model)[key].sum() == 18  # the fixed mask alone
+
+
 def test_supermask_batchnorm_update_keeps_gamma_beta_and_updates_statistics():
     model = _functional_cnn()
     model(_images(1))

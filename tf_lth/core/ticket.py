@@ -160,8 +160,10 @@ def assign_round(model, results: dict) -> None:
 
 
 def weights_remaining(model) -> tuple:
-    """(fraction of masked kernel weights kept, {kernel key: fraction kept})."""
-    return engine.weights_remaining(get_masks(model))
+    """(fraction of masked kernel weights kept, {kernel key: fraction kept}), counting the
+    weights evaluation uses: a learned supermask's expected mask too (as `summary`)."""
+    return engine.weights_remaining({slot.key: slot.layer.fixed_mask(slot.index, "expected")
+                                     for slot in kernel_slots(model)})
 
 
 def kernel_values(model, state: dict, variables=None, what: str = "state",
