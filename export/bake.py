@@ -127,6 +127,24 @@ def plain_view(model, supermask_export: str = "expected", seed: int = 0) -> Iter
                 variable.assign(value)
 
 
+@contextlib.contextmanager
+def float32_compute(model) -> Iterator:
+    """Within the block every layer of `model` computes in float32: a mixed-precision model
+    traced for LiteRT, whose built-in kernels take no bfloat16 or float16. (Its variables
+    are float32 already.) On exit each layer gets its own dtype policy back."""
+    changed = []
+    try:
+        for layer in [model] + walk_layers(model):
+            policy = layer.dtype_policy
+            if policy.compute_dtype != "float32":
+                changed.append((layer, policy))
+                layer.dtype_policy = "float32"
+        yield model
+    finally:
+        for layer, policy in reversed(changed):
+            layer.dtype_policy = policy
+
+
 def check_plain(model: keras.Model, argument: str = "plain_model") -> None:
     """Raises if `model` still holds tf_lth layers (it must come from `bake`)."""
     leftovers = [layer.name for layer in masked_layers(model)]

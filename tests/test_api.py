@@ -445,6 +445,24 @@ def test_a_recurrent_loop_litert_cannot_express_is_one_clear_error_and_unroll_co
     np.testing.assert_allclose(values, np.array(unrolled(x)), atol=1e-5)
 
 
+def test_a_mixed_precision_model_exports_to_litert_in_float32(tmp_path):
+    """LiteRT's built-in kernels take no bfloat16: the export computes in float32 (checked
+    against a NumPy forward pass of the masked weights) and the model keeps its policy."""
+    model = tf_lth.masked(keras.Sequential([
+        keras.Input((6,)), keras.layers.Dense(8, activation="relu", dtype="mixed_bfloat16"),
+        keras.layers.Dense(3, dtype="float32")]))
+    tf_lth.prune(model, 0.5)
+    hidden, head = model.layers
+    info = tf_lth.export_litert(model, os.path.join(tmp_path, "mixed.tflite"), sparse=False)
+    assert hidden.compute_dtype == "bfloat16"
+    masks = list(tf_lth.get_masks(model).values())
+    x = RNG.uniform(size=(5, 6)).astype("float32")
+    h = np.maximum(x @ (np.array(hidden.kernel) * masks[0]) + np.array(hidden.bias), 0.0)
+    expected = h @ (np.array(head.kernel) * masks[1]) + np.array(head.bias)
+    (values,) = tf_lth.run_litert(info["path"], x).values()
+    np.testing.assert_allclose(values, expected, atol=1e-5)
+
+
 def test_export_flat_mlp_and_int8(tmp_path):
     model = tf_lth.masked(keras.Sequential([keras.Input((20,)), keras.layers.Dense(16, "relu"),
                                             keras.layers.Dense(4)]))

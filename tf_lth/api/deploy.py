@@ -106,7 +106,7 @@ def export_litert(model: keras.Model, path: str, sparse: bool = True, int8: bool
             dense file is kept when sparse encoding is not smaller or does not run; the
             report says why.
         int8: int8 weights and activations (float inputs and outputs), calibrated on
-            `representative_data`.
+            `representative_data`. Otherwise float32, also for a mixed-precision model.
         representative_data: About 100 examples: an array (one input), or a list or dict
             of arrays (one per input, in the signature's order or by name).
         input_signature: As in `export_saved_model`.
@@ -119,9 +119,11 @@ def export_litert(model: keras.Model, path: str, sparse: bool = True, int8: bool
     """
     from export import tflite
 
+    from export.bake import float32_compute
+
     kind = ("tflite_sparse" if sparse else "tflite") + ("_int8" if int8 else "")
     view, make_module = _plain_module(model, input_signature, supermask, seed)
-    with view:
+    with view, float32_compute(model):
         module = make_module()
         dataset = None
         if int8:
