@@ -114,6 +114,47 @@ def test_every_layer_kind_is_masked_and_its_mask_acts(layer, shape, keys):
                                atol=1e-6)
 
 
+def test_an_embedding_table_is_masked_like_a_kernel(tmp_path):
+    """A pruned table entry looks up as 0, takes no gradient, and stays pruned through a
+    .keras file, the SavedModel and LiteRT (checked against NumPy lookups)."""
+    tokens = keras.Input((5,), dtype="int32", name="tokens")
+    table = keras.layers.Embedding(7, 3, name="table")
+    model = tf_lth.masked(keras.Model(tokens, keras.layers.Flatten()(table(tokens))))
+    assert [slot.key for slot in tf_lth.kernel_slots(model)] == ["table"]
+    mask = np.ones((7, 3), "float32")
+    mask[2] = 0.0  # token 2 is pruned entirely
+    mask[4, 1] = 0.0
+    tf_lth.set_masks(model, {"table": mask})
+    x = np.array([[2, 4, 0, 6, 2], [1, 4, 3, 5, 0]], "int32")
+
+    def lookups(m):
+        raw = np.array(m.get_layer("table").embeddings)
+        return (raw * mask)[x].reshape(2, 15)
+
+    np.testing.assert_allclose(np.array(model(x)), lookups(model), atol=1e-7)
+    assert np.all(np.array(model(x))[0, :3] == 0.0)
+    before = np.array(table.embeddings)
+    model.compile(keras.optimizers.SGD(0.5), "mse")
+    model.fit(x, np.ones((2, 15), "float32"), epochs=2, verbose=0)
+    after = np.array(table.embeddings)
+    assert np.array_equal(after[mask == 0], before[mask == 0])
+    assert not np.allclose(after[x.ravel()][mask[x.ravel()] == 1],
+                           before[x.ravel()][mask[x.ravel()] == 1])
+    expected = lookups(model)
+    path = os.path.join(tmp_path, "model.keras")
+    model.save(path)
+    loaded = keras.models.load_model(path)
+    np.testing.assert_array_equal(tf_lth.get_masks(loaded)["table"], mask)
+    np.testing.assert_allclose(np.array(loaded(x)), expected, atol=1e-6)
+    serve = tf.saved_model.load(tf_lth.export_saved_model(
+        model, os.path.join(tmp_path, "saved"))).signatures["serving_default"]
+    (served,) = serve(tokens=tf.constant(x)).values()
+    np.testing.assert_allclose(served.numpy(), expected, atol=1e-6)
+    info = tf_lth.export_litert(model, os.path.join(tmp_path, "model.tflite"))
+    (lite,) = tf_lth.run_litert(info["path"], x).values()
+    np.testing.assert_allclose(lite, expected, atol=1e-6)
+
+
 def test_layers_argument_names_or_predicate_and_clear_errors():
     model = _functional_cnn()
     tf_lth.masked(model, layers=["head"])

@@ -37,6 +37,7 @@ from tf_lth.core.layers.kinds import (
     MaskedDense,
     MaskedDepthwiseConv2D,
     MaskedEinsumDense,
+    MaskedEmbedding,
     MaskedSeparableConv2D,
 )
 from tf_lth.core.layers.mixin import (
@@ -65,6 +66,7 @@ __all__ = [
     "MaskedDense",
     "MaskedDepthwiseConv2D",
     "MaskedEinsumDense",
+    "MaskedEmbedding",
     "MaskedMixin",
     "MaskedSeparableConv2D",
     "check_mask_options",

@@ -1,7 +1,7 @@
-"""The seven masked layer kinds: each stock Keras kind with its kernels masked.
+"""The eight masked layer kinds: each stock Keras kind with its kernels masked.
 
-Dense, Conv1D, Conv2D, Conv3D, DepthwiseConv2D, SeparableConv2D (both kernels masked) and
-EinsumDense. Each is registered for `.keras` files under the package "tf_lth" with its
+Dense, Conv1D, Conv2D, Conv3D, DepthwiseConv2D, SeparableConv2D (both kernels masked),
+EinsumDense and Embedding (its table). Each is registered for `.keras` files under the package "tf_lth" with its
 class name (e.g. "tf_lth>MaskedDense"). Semantics: docs/semantics.md, "Masked layers".
 """
 
@@ -269,6 +269,23 @@ class MaskedEinsumDense(_OptionsInit, MaskedMixin, keras.layers.EinsumDense):
         return x
 
 
+@keras.saving.register_keras_serializable(package="tf_lth")
+class MaskedEmbedding(_OptionsInit, MaskedMixin, keras.layers.Embedding):
+    """A masked `keras.layers.Embedding`; options as `MaskedDense`.
+
+    The kernel is the embedding table `(input_dim, output_dim)`: a pruned entry looks up
+    as 0 (or its frozen value). Blocks of `mask_block` run along the table's rows.
+    """
+
+    KERNEL_ATTRIBUTES = ("embeddings",)
+
+    def call(self, inputs, training=None):
+        if inputs.dtype != "int32" and inputs.dtype != "int64":
+            inputs = ops.cast(inputs, "int32")
+        outputs = ops.take(self.effective_kernel(training=bool(training)), inputs, axis=0)
+        return ops.cast(outputs, dtype=self.compute_dtype)
+
+
 # Stock Keras kind -> its masked twin. Only these exact classes are masked: a user's
 # subclass of Dense may compute something else from its kernel.
 MASKED_KINDS = {
@@ -279,6 +296,7 @@ MASKED_KINDS = {
     keras.layers.DepthwiseConv2D: MaskedDepthwiseConv2D,
     keras.layers.SeparableConv2D: MaskedSeparableConv2D,
     keras.layers.EinsumDense: MaskedEinsumDense,
+    keras.layers.Embedding: MaskedEmbedding,
 }
 PLAIN_KINDS = {masked: plain for plain, masked in MASKED_KINDS.items()}
 MASKED_LAYERS = tuple(MASKED_KINDS.values())
