@@ -118,7 +118,6 @@ def export_litert(model: keras.Model, path: str, sparse: bool = True, int8: bool
         handles it.
     """
     from export import tflite
-
     from export.bake import float32_compute
 
     kind = ("tflite_sparse" if sparse else "tflite") + ("_int8" if int8 else "")

@@ -1,8 +1,9 @@
 """The eight masked layer kinds: each stock Keras kind with its kernels masked.
 
 Dense, Conv1D, Conv2D, Conv3D, DepthwiseConv2D, SeparableConv2D (both kernels masked),
-EinsumDense and Embedding (its table). Each is registered for `.keras` files under the package "tf_lth" with its
-class name (e.g. "tf_lth>MaskedDense"). Semantics: docs/semantics.md, "Masked layers".
+EinsumDense and Embedding (its table). Each is registered for `.keras` files under the
+package "tf_lth" with its class name (e.g. "tf_lth>MaskedDense"). Semantics:
+docs/semantics.md, "Masked layers".
 """
 
 from __future__ import annotations
