@@ -3,7 +3,6 @@
 import json
 import os
 
-import keras
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -11,7 +10,7 @@ import tensorflow as tf
 import trainers
 from tf_lth.core import config as config_lib
 from tf_lth.core import run_files
-from tf_lth.core.layers import MaskedDense, masked_layers
+from tf_lth.core.layers import MaskedDense
 from tests.helpers import run_cli
 
 

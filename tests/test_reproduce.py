@@ -671,7 +671,6 @@ def test_mask_zero_claims_average_each_actions_seeds(tmp_path):
     its first seed) and gives each action's own spread."""
     budget = dataclasses.replace(tiny_budget(), seeds=3, mask_zero_seeds=3)
     runs = plan.plan("mnist_fc", budget, dataset="synthetic")
-    rounds = budget.mask_zero_rounds
     offsets = {"freeze_init": (0.0, -0.03, -0.03),  # seed 0 alone would not fail the rule
                "freeze_init_zero_mask": (0.002, 0.002, 0.002),
                "freeze_init_zero_all": (0.004, 0.005, 0.006)}

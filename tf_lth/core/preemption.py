@@ -159,7 +159,7 @@ def install() -> None:
 
 def reset() -> None:
     """Forgets pending signals and restores the previous handlers (for tests)."""
-    global _pending, _count, _installed, _pipe, _previous_wakeup_fd, _watcher
+    global _pending, _count, _installed, _pipe, _watcher
     with _lock:
         _pending, _count = None, 0
         _children.clear()

@@ -18,7 +18,6 @@ from collections.abc import Callable, Iterable
 from typing import NamedTuple
 
 import keras
-import numpy as np
 
 from tf_lth.core import choices
 from tf_lth.core.keras_compat import is_functional, own_variables

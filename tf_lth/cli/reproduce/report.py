@@ -24,8 +24,8 @@ from tf_lth.cli.reproduce.paper import (CHANCE, FIGURE_CRITERIA, MASK_ONE_ACTION
                                     PAPER, PAPER_LEARNED_EPOCHS, PAPER_ROUNDS, PRESETS,
                                     Budget)
 from tf_lth.cli.reproduce.sparse import sparse_section, splice
-from tf_lth.cli.reproduce.plan import (BASELINE, duration, minutes, seed_names,
-                                   total_estimate, untrained_levels, wall_estimate)
+from tf_lth.cli.reproduce.plan import (BASELINE, duration, minutes, total_estimate,
+                                   untrained_levels, wall_estimate)
 
 MASK_ZERO_NAMES = {"zero": "zero (lottery ticket)", "freeze_init": "freeze_init",
                    "freeze_init_zero_mask": "variant 1 (freeze_init_zero_mask)",
