@@ -20,7 +20,7 @@ The package, one module per job:
 - `hashing`: `hash_uniform`, the counter-based noise of supermask samples;
 - `mixin`: `MaskedMixin`, the mask state and effective-kernel math of every kind;
 - `numpy_views`: the fixed masks and effective kernels in NumPy, for export;
-- `kinds`: the seven `Masked*` classes and the stock kind -> masked twin maps;
+- `kinds`: the eight `Masked*` classes and the stock kind -> masked twin maps;
 - `walk`: `walk_layers`, `masked_layers`, `plain_kind`;
 - `inplace`: `mask_layer_in_place`, `unmask_layer_in_place`.
 """
