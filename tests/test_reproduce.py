@@ -1211,6 +1211,10 @@ def test_criteria_claims_wait_for_every_criterion_to_finish(tmp_path):
         elif name == "movement":
             fake_lottery(run.run_dir(str(tmp_path)), 1, lambda r: 0.97)
     loaded = claims.load_results(runs, str(tmp_path))
-    found, _, _ = claims.criteria_claims(loaded, budget)
+    found, scores, window = claims.criteria_claims(loaded, budget)
     assert [verdict["verdict"] for _, verdict in found] == ["not measured", "not measured"]
     assert "movement" in found[0][1]["reason"] and "small_final" in found[0][1]["reason"]
+    # the finished criteria keep their high-sparsity window (the last round here, none
+    # being 3.6% sparse), not the part-way run's round 1; that run has no score yet
+    assert rounds > 1 and window == [rounds]
+    assert "movement" not in scores and scores["magnitude_increase"] == pytest.approx(0.98)

@@ -177,14 +177,17 @@ def criteria_claims(loaded: dict, budget: Budget) -> tuple:
         curves["large_final"] = mean_curve(loaded, BASELINE, budget.seeds, budget.criteria_rounds)
     present = [name for name in names if curves[name]]
     missing = [name for name in names if not curves[name]]
-    rounds = common_rounds([curves[n] for n in present], 0.036, budget.criteria_rounds)
-    scores = {name: window_mean(curves[name], rounds) for name in present}
+    short = [name for name in present if curves[name][-1][0] < budget.criteria_rounds]
+    # The window and the scores come from the criteria that reached the last round: a
+    # criterion part-way has no score yet, and does not shrink everyone's window.
+    complete = [name for name in present if name not in short]
+    rounds = common_rounds([curves[n] for n in complete], 0.036, budget.criteria_rounds)
+    scores = {name: window_mean(curves[name], rounds) for name in complete}
     scores = {name: value for name, value in scores.items() if value is not None}
     ranking = sorted(scores, key=lambda name: -scores[name])
-    where = weights_label(curves[present[0]], rounds) if present else "-"
+    where = weights_label(curves[complete[0]], rounds) if complete else "-"
     listing = ", ".join(f"{name} {pct(scores[name], 1)}" for name in ranking)
     claims = []
-    short = [name for name in present if curves[name][-1][0] < budget.criteria_rounds]
     if missing or short or len(scores) < 4:  # a ranking needs every criterion to the end
         claims.append(("large_final and magnitude_increase are the best criteria",
                        _verdict(None, f"criteria runs missing or incomplete: "
