@@ -18,6 +18,7 @@ import pytest
 
 from tf_lth.core import actions, choices, config, masks
 from tf_lth.cli.reproduce import ROOT, archive, claims, cli, execute, paper, plan, report
+from tf_lth.cli.reproduce.plan import BASELINE
 
 REQUIRED_CRITERIA = {"large_final", "magnitude_increase", "movement", "large_init_large_final",
                      "large_init", "small_final", "random", "large_final_same_sign"}
@@ -1194,6 +1195,29 @@ def test_a_sub_run_another_process_is_training_shows_as_running(tmp_path):
         holder.stdin.close()
         holder.wait(timeout=60)
     assert page.status_note([run.name]) == [f"- `{run.name}`: **stopped** — stale"]
+
+
+def test_mask_one_claims_wait_for_every_action_to_reach_the_last_round(tmp_path):
+    """A mask-1 run part-way (here at round 1) decides nothing: the claims are "not
+    measured" and name it, instead of being judged over the rounds every run has so far."""
+    budget = dataclasses.replace(tiny_budget(), mask_one_rounds=4)
+    runs = plan.plan("mnist_fc", budget, dataset="synthetic")
+    for run in runs:
+        if run.name == BASELINE:
+            fake_lottery(run.run_dir(str(tmp_path)), 4, lambda r: 0.98)
+        elif run.figure == "mask_one":
+            failing = run.name.split("/")[-1] in ("reinit", "reshuffle", "constant")
+            last = 1 if run.name == "mask_one/constant" else 4
+            fake_lottery(run.run_dir(str(tmp_path)), last,
+                         lambda r, failing=failing: 0.95 if failing and r > 1 else 0.98)
+    loaded = claims.load_results(runs, str(tmp_path))
+    found, _ = claims.mask_one_claims(loaded, budget)[:2]
+    assert [verdict["verdict"] for _, verdict in found] == ["not measured", "not measured"]
+    assert all("constant" in verdict["reason"] for _, verdict in found)
+    fake_lottery(next(run for run in runs if run.name == "mask_one/constant")
+                 .run_dir(str(tmp_path)), 4, lambda r: 0.95 if r > 1 else 0.98)
+    found, _ = claims.mask_one_claims(claims.load_results(runs, str(tmp_path)), budget)[:2]
+    assert [verdict["verdict"] for _, verdict in found] == ["reproduced", "reproduced"]
 
 
 def test_criteria_claims_wait_for_every_criterion_to_finish(tmp_path):

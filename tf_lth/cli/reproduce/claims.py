@@ -235,7 +235,8 @@ def mask_one_claims(loaded: dict, budget: Budget) -> tuple:
     base = mean_curve(loaded, BASELINE, budget.seeds, budget.mask_one_rounds)
     curves = {action: curve(loaded.get(f"mask_one/{action}"), budget.mask_one_rounds)
               for action in MASK_ONE_ACTIONS}
-    present = [a for a, c in curves.items() if c]
+    # Only actions that reached the last round count (a part-way run would shrink the window).
+    present = [a for a, c in curves.items() if c and c[-1][0] >= budget.mask_one_rounds]
     rounds = common_rounds([base] + [curves[a] for a in present], 0.211,
                            budget.mask_one_rounds) if base else []
     lt = window_mean(base, rounds) if rounds else None
