@@ -151,21 +151,21 @@ class Page:
         rel = os.path.relpath(path, os.path.dirname(os.path.abspath(self.results_path)))
         return [f"![{alt}]({rel.replace(os.sep, '/')})", ""]
 
-    def running_pid(self, name: str):
-        """The pid (0 when unknown) of a live process training sub-run `name`, else None."""
+    def running_note(self, name: str):
+        """'**running** now (process N); k of M rounds finished' when a live process holds
+        sub-run `name`'s run directory, else None."""
         run = next((run for run in self.runs if run.name == name), None)
         if run is None or run.kind == "export":
             return None
-        return run_lock.holder(run.run_dir(self.out_dir))
-
-    def progress_text(self, name: str) -> str:
-        """'; round N of M finished' from a running lottery sub-run's results, else ''."""
-        run = next(run for run in self.runs if run.name == name)
-        results = run_files.read_json_or_none(
-            os.path.join(run.run_dir(self.out_dir), "results.json")) or {}
+        run_dir = run.run_dir(self.out_dir)
+        pid = run_lock.holder(run_dir)
+        if pid is None:
+            return None
+        results = run_files.read_json_or_none(os.path.join(run_dir, "results.json")) or {}
         finished = len(results.get("rounds") or [])
-        return f"; {finished} of {run.rounds + 1} rounds finished" \
-            if run.kind == "lottery" and finished else ""
+        return ("**running** now" + (f" (process {pid})" if pid else "")
+                + (f"; {finished} of {run.rounds + 1} rounds finished"
+                   if run.kind == "lottery" and finished else ""))
 
     def status_note(self, names: list) -> list:
         """A line per sub-run of `names` that is not complete: not run, failed, skipped."""
@@ -174,10 +174,9 @@ class Page:
             record = self.state.get("sub_runs", {}).get(name)
             if self.state["_complete"].get(name):
                 continue
-            pid = self.running_pid(name)
-            if pid is not None:
-                notes.append(f"- `{name}`: **running** now" + (f" (process {pid})" if pid else "")
-                             + self.progress_text(name))
+            running = self.running_note(name)
+            if running:
+                notes.append(f"- `{name}`: {running}")
             elif record is None:
                 notes.append(f"- `{name}`: not run yet.")
             elif record.get("status") != "done":
