@@ -1242,3 +1242,30 @@ def test_criteria_claims_wait_for_every_criterion_to_finish(tmp_path):
     # being 3.6% sparse), not the part-way run's round 1; that run has no score yet
     assert rounds > 1 and window == [rounds]
     assert "movement" not in scores and scores["magnitude_increase"] == pytest.approx(0.98)
+
+
+def test_parallel_jobs_log_whole_lines_that_never_run_into_each_other():
+    import io
+    import threading
+
+    class SlowStream(io.StringIO):
+        """Yields the thread on every write, as a terminal does, so a split write shows."""
+        def write(self, text):
+            time.sleep(0)
+            return super().write(text)
+
+    stream = SlowStream()
+    log = execute.whole_line_printer(stream)
+    messages = {f"job {job} line {index}" for job in range(4) for index in range(200)}
+
+    def job(number):
+        for index in range(200):
+            log(f"job {number} line {index}")
+    threads = [threading.Thread(target=job, args=(number,)) for number in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    lines = stream.getvalue().split("\n")
+    assert lines[-1] == ""  # ends with a newline
+    assert sorted(lines[:-1]) == sorted(messages)

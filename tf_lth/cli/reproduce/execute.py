@@ -333,8 +333,21 @@ def _archive(archive_dir: str, run: SubRun, out_dir: str, record: dict, log) -> 
         log(f"  {run.name}: not archived ({archive_dir}: {error.strerror or error})")
 
 
+def whole_line_printer(stream=None):
+    """A `log` that writes each message and its newline in one call under a lock, so that
+    parallel jobs' lines never run into each other (print writes the two separately)."""
+    lock = threading.Lock()
+
+    def log(message: str) -> None:
+        out = stream or sys.stdout
+        with lock:
+            out.write(f"{message}\n")
+            out.flush()
+    return log
+
+
 def run_all(runs: list, out_dir: str, data_dir: str | None, state: dict, state_path: str,
-            jobs: int = 1, log=print, archive_dir: str | None = None,
+            jobs: int = 1, log=None, archive_dir: str | None = None,
             on_save=None) -> dict:
     """Runs every pending sub-run (dependencies first); returns the status per sub-run.
     With `archive_dir`, each finished sub-run is archived there, and an archived one counts
@@ -342,6 +355,7 @@ def run_all(runs: list, out_dir: str, data_dir: str | None, state: dict, state_p
     is written (a sub-run ended)."""
     status = state.setdefault("sub_runs", {})
     lock = threading.Lock()
+    log = log or whole_line_printer()
     pending = _split_complete(runs, out_dir, status, log, archive_dir)
     by_name = {run.name: run for run in runs}
     progress = Progress(runs, pending, jobs)
