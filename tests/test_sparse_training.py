@@ -85,6 +85,27 @@ def test_gradual_pruning_is_the_same_with_several_steps_per_call_and_xla():
             np.testing.assert_allclose(other[key][1], kernel, atol=1e-5)
 
 
+def test_a_schedule_that_can_never_prune_warns_and_the_model_stays_dense():
+    # begin 0, frequency 100, end 8: pruning steps are 100, 200, ... (batches count from 1),
+    # none of them within 1..8, so 16 batches leave every mask whole
+    with pytest.warns(UserWarning, match=r"never prunes.*frequency"):
+        callback = GradualPruning(PolynomialDecay(0.0, 0.8, begin_step=0, end_step=8))
+    x, y = _data()
+    model = _model()
+    model.fit(x, y, batch_size=32, epochs=2, verbose=0, callbacks=[callback])
+    assert all(slot.mask.numpy().all() for slot in tf_lth.kernel_slots(model))
+
+
+@pytest.mark.parametrize("schedule", [
+    PolynomialDecay(0.0, 0.8, begin_step=0, end_step=100),  # prunes at step 100
+    PolynomialDecay(0.0, 0.8, begin_step=5, end_step=5),    # prunes at step 5
+    ConstantSparsity(0.5, begin_step=0, end_step=-1),       # until training ends
+])
+def test_a_schedule_that_prunes_somewhere_does_not_warn(schedule, recwarn):
+    GradualPruning(schedule)
+    assert not [w for w in recwarn if "never prunes" in str(w.message)]
+
+
 def test_global_block_and_m_by_n_gradual_pruning():
     x, y = _data()
     model = _model()

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import abc
 import contextlib
+import warnings
 
 import keras
 import numpy as np
@@ -451,6 +452,15 @@ class GradualPruning(_SparseTraining):
         self.schedule, self.scope, self.block = schedule, scope, block
         self.sparsity_m_by_n = sparsity_m_by_n
         GradualUpdater.check_arguments(schedule, scope, block, sparsity_m_by_n)
+        if sparsity_m_by_n is None and schedule.end_step >= 0 \
+                and not schedule.pruning_steps(schedule.end_step):
+            # tfmot accepts such a schedule and leaves the model dense without a word
+            warnings.warn(
+                f"GradualPruning: {type(schedule).__name__}(begin_step={schedule.begin_step}, "
+                f"end_step={schedule.end_step}, frequency={schedule.frequency}) never prunes: "
+                "it prunes at begin_step + k * frequency, counting batches from 1, up to "
+                "end_step, and no such step exists, so the model stays dense. Lower frequency "
+                "or raise end_step.", stacklevel=2)
 
     def make_updater(self, model) -> MaskUpdater:
         return GradualUpdater(model, self.schedule, self.scope, self.block,
