@@ -14,8 +14,11 @@ from tf_lth.cli.reproduce import archive
 from tf_lth.cli.reproduce.paper import CHANCE, MASK_ONE_ACTIONS, MASK_ZERO_ACTIONS, Budget
 from tf_lth.cli.reproduce.plan import BASELINE, seed_names
 
+FREEZE_INIT_CLAIM = "pruned weights must be zero, not frozen at init"
+
 
 # ---- the results -------------------------------------------------------------------------
+
 def load_results(runs: list, out_dir: str, archived: dict | None = None) -> dict:
     """{sub-run name: results.json (or export report)} for what exists on disk, and for the
     sub-runs of `archived` ({name: archive record}, `archive.load`) from their records."""
@@ -301,7 +304,7 @@ def mask_zero_claims(loaded: dict, budget: Budget) -> tuple:
         stats = window_stats(loaded, f"mask_zero/{action}", seeds, rounds,
                              budget.mask_zero_rounds) if rounds and seeds > 1 else (None, None, 0)
         return seed_note(action, stats)
-    title = "pruned weights must be zero, not frozen at init"
+    title = FREEZE_INIT_CLAIM
     if not base or "freeze_init" not in means:
         missing = ["freeze_init"] if "freeze_init" not in means else ["lottery ticket"]
         claims.append((title, _verdict(None, f"runs missing or incomplete: {', '.join(missing)}")))

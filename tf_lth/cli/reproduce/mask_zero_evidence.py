@@ -14,6 +14,7 @@ import glob
 import os
 
 from tf_lth.core import run_files
+from tf_lth.cli.reproduce import mask_zero_why
 from tf_lth.cli.reproduce.claims import curve, markdown_table, pct, window_mean
 from tf_lth.cli.reproduce.paper import MASK_ZERO_ACTIONS
 from tf_lth.cli.reproduce.plan import BASELINE, seed_names
@@ -52,7 +53,8 @@ def superseded_variant_2(archive_dir: str | None) -> list:
 
 
 def evidence_lines(loaded: dict, budget, archive_dir: str | None, mid: list, high: list,
-                   labels: dict, mid_label: str, high_label: str) -> list:
+                   labels: dict, mid_label: str, high_label: str,
+                   out_dir: str | None = None) -> list:
     """The subsection's Markdown lines (empty when no mask-0 sub-run has results)."""
     if not mid and not high:
         return []
@@ -103,6 +105,80 @@ def evidence_lines(loaded: dict, budget, archive_dir: str | None, mid: list, hig
         f"{budget.epochs_text()} with early stopping by validation loss; the ticket and each "
         "mask-0 action have "
         f"{budget.mask_zero_seeds} seeds, so a gap is read against the seed spread above.",
-        "",
     ]
+    return lines + why_lines(mask_zero_why.read(archive_dir, out_dir)) + [""]
+
+
+def _case(content: dict, criterion: str, action: str) -> dict | None:
+    return content["cases"].get(mask_zero_why.run_name(criterion, action))
+
+
+def why_summary(content: dict | None) -> str:
+    """One sentence for the claim's "What could explain it" (empty until measured)."""
+    verdict = mask_zero_why.explain(content) if content else None
+    if verdict is None:
+        return ""
+    if verdict.is_explained:
+        return ("Measured: at the last level freeze_init trains a few weights inside the "
+                "whole initial network, whose frozen weights the trained ones use as random "
+                f"features (worth {verdict.features_worth:+.1f} points with a random mask); "
+                "see \"What the frozen weights do\" below.")
+    return ("The frozen weights were measured as random features and do not explain it; "
+            "see \"What the frozen weights do\" below.")
+
+
+def why_lines(content: dict | None) -> list:
+    """The bullet and table of `mask_zero_why`'s measurements (empty until measured)."""
+    if not content:
+        return []
+    header = ["mask", "mask-0 action", "weights kept", "trained kernel weights",
+              "test accuracy at the lowest validation loss", "at the end of training",
+              "at the end, frozen weights set to 0"]
+    rows = []
+    for criterion, action in mask_zero_why.CASES:
+        case = _case(content, criterion, action)
+        if not case:
+            rows.append([criterion, action] + ["not run yet"] + ["-"] * 4)
+            continue
+        zeroed = case.get("frozen_zeroed_test_accuracy")
+        rows.append([criterion, action, f"{pct(case['weights_remaining'], 2)}%",
+                     f"{case['kept_kernel_weights']:,} of {case['kernel_weights']:,}",
+                     pct(case["test_accuracy"]), pct(case["end_test_accuracy"]),
+                     pct(zeroed) if zeroed is not None else "- (already 0)"])
+    lines = [
+        "- **What the frozen weights do.** One-shot runs to the last level (round "
+        f"{content['level']}, the ticket's budget and seed; "
+        "`python -m tf_lth.cli.reproduce.mask_zero_why`), each with a large_final or a "
+        "random mask, and each freeze_init network evaluated again after training with its "
+        "frozen weights set to 0:",
+        "",
+    ] + ["  " + line for line in markdown_table(header, rows)] + [""]
+    verdict = mask_zero_why.explain(content)
+    if verdict is None:
+        return lines
+    freeze = _case(content, "large_final", "freeze_init")
+    drops = {criterion: 100 * (_case(content, criterion, "freeze_init")["end_test_accuracy"]
+                               - _case(content, criterion, "freeze_init")
+                               ["frozen_zeroed_test_accuracy"])
+             for criterion in ("large_final", "random")}
+    rules = (f"Rules: the trained weights use the frozen ones when setting those to 0 costs "
+             f"at least {mask_zero_why.USES_POINTS:.0f} points (here {drops['large_final']:.1f} "
+             f"with large_final, {drops['random']:.1f} with random); they are features when, "
+             f"with a random mask, freeze_init beats zero by at least "
+             f"{mask_zero_why.FEATURES_POINTS:.0f} points (here "
+             f"{verdict.features_worth:+.1f}).")
+    if verdict.is_explained:
+        lines.append(
+            f"  So at this level freeze_init is not a sparse network: it is the whole initial "
+            f"network with {freeze['kept_kernel_weights']:,} of its "
+            f"{freeze['kernel_weights']:,} kernel weights trained, and the trained weights "
+            "build on the frozen ones as fixed random features. The paper's reason for zeros "
+            "(pruned weights were heading to zero, so a frozen non-zero value is in the way) "
+            "is outweighed on this network by what the frozen random layers already compute, "
+            "which the ticket, with only its kept weights, does not have. " + rules + " Whether "
+            "the same holds for the conv networks is not measured here (no CIFAR-10 on this "
+            "machine).")
+    else:
+        lines.append("  These measurements do not show the frozen weights acting as random "
+                     "features, so they do not explain the verdict. " + rules)
     return lines

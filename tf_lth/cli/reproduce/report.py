@@ -12,14 +12,14 @@ import platform
 
 from tf_lth.core import choices, run_files, run_lock
 from tf_lth.cli.plot import Series, bars_figure, curves_figure, panels_figure
-from tf_lth.cli.reproduce import ROOT, archive
+from tf_lth.cli.reproduce import ROOT, archive, mask_zero_why
 from tf_lth.cli.reproduce.claims import markdown_table as _table
-from tf_lth.cli.reproduce.claims import (at_round, block_claim, criteria_claims, curve,
-                                     load_results, mask_one_claims, mask_zero_claims,
-                                     mean_curve, pct, seed_stats, untrained_claims,
+from tf_lth.cli.reproduce.claims import (FREEZE_INIT_CLAIM, at_round, block_claim,
+                                     criteria_claims, curve, load_results, mask_one_claims,
+                                     mask_zero_claims, mean_curve, pct, seed_stats, untrained_claims,
                                      untrained_table, weights_label)
 from tf_lth.cli.reproduce.execute import is_complete, now
-from tf_lth.cli.reproduce.mask_zero_evidence import evidence_lines
+from tf_lth.cli.reproduce.mask_zero_evidence import evidence_lines, why_summary
 from tf_lth.cli.reproduce.paper import (CHANCE, FIGURE_CRITERIA, MASK_ONE_ACTIONS, MASK_ZERO_ACTIONS,
                                     PAPER, PAPER_LEARNED_EPOCHS, PAPER_ROUNDS, PRESETS,
                                     Budget)
@@ -197,6 +197,10 @@ class Page:
                     "below gives each seed and how the actions were checked against the " \
                     "authors' code." if section == "mask-0" and self.budget.name == "paper" \
                     else ""
+                if evidence and title.startswith(FREEZE_INIT_CLAIM):
+                    measured = why_summary(mask_zero_why.read(self.state.get("_archive"),
+                                                              self.out_dir))
+                    evidence += f" {measured}" if measured else ""
                 lines.append(f"  - What could explain it: {self.protocol_gap()} "
                              f"{self.larger_budget()}{evidence}".rstrip())
         return lines
@@ -462,7 +466,7 @@ def mask_zero_section(page: Page) -> list:
         lines += evidence_lines(loaded, budget, page.state.get("_archive"), mid_rounds,
                                 high_rounds, MASK_ZERO_NAMES,
                                 weights_label(base_points, mid_rounds),
-                                weights_label(base_points, high_rounds))
+                                weights_label(base_points, high_rounds), page.out_dir)
     lines += ["Differences from the paper's protocol:", ""] + page.deviations()
     lines += [f"- Run to {budget.mask_zero_rounds} rounds "
               f"({pct(weights.get(budget.mask_zero_rounds), 1)}% remaining).", ""]
