@@ -201,8 +201,9 @@ class Page:
                     measured = why_summary(mask_zero_why.read(self.state.get("_archive"),
                                                               self.out_dir))
                     evidence += f" {measured}" if measured else ""
-                lines.append(f"  - What could explain it: {self.protocol_gap()} "
-                             f"{self.larger_budget()}{evidence}".rstrip())
+                parts = (self.protocol_gap(), self.larger_budget(), evidence.strip())
+                lines.append("  - What could explain it: "
+                             + " ".join(part for part in parts if part))
         return lines
 
     def protocol_gap(self) -> str:
