@@ -156,11 +156,7 @@ def why_lines(content: dict | None) -> list:
     verdict = mask_zero_why.explain(content)
     if verdict is None:
         return lines
-    freeze = _case(content, "large_final", "freeze_init")
-    drops = {criterion: 100 * (_case(content, criterion, "freeze_init")["end_test_accuracy"]
-                               - _case(content, criterion, "freeze_init")
-                               ["frozen_zeroed_test_accuracy"])
-             for criterion in ("large_final", "random")}
+    freeze, drops = _case(content, "large_final", "freeze_init"), verdict.drops
     rules = (f"Rules: the trained weights use the frozen ones when setting those to 0 costs "
              f"at least {mask_zero_why.USES_POINTS:.0f} points (here {drops['large_final']:.1f} "
              f"with large_final, {drops['random']:.1f} with random); they are features when, "

@@ -24,6 +24,8 @@ import os
 import sys
 
 from tf_lth.core import preemption, run_files
+from tf_lth.cli.reproduce.execute import code_commit, is_complete, run_all
+from tf_lth.cli.reproduce.paper import BUDGETS, budget_for
 from tf_lth.cli.reproduce.plan import BASELINE, PRESETS, SubRun, plan
 
 CASES = (("large_final", "zero"), ("large_final", "freeze_init"),
@@ -89,7 +91,7 @@ def write(path: str, runs: list, out_dir: str, budget, commit: str) -> dict:
     """Measures every finished run and writes the file atomically; returns its content."""
     cases = {}
     for run in runs:
-        if os.path.exists(os.path.join(run.run_dir(out_dir), "round_001", "DONE")):
+        if is_complete(run, out_dir):
             cases[run.name] = {**measure(run.run_dir(out_dir)), "flags": run.flags}
     content = {"level": budget.mask_zero_rounds, "budget": budget.name, "commit": commit,
                "cases": cases}
@@ -111,7 +113,8 @@ def read(*folders) -> dict | None:
 class Verdict:
     """What the measurements say, by the rules of `explain`."""
 
-    uses_frozen: bool       # zeroing them after training costs >= USES_POINTS, every case
+    drops: dict             # {mask: points lost when the frozen weights are set to 0}
+    uses_frozen: bool       # every drop >= USES_POINTS
     features_worth: float   # random mask: freeze_init minus zero, in points
     is_explained: bool      # both rules hold
 
@@ -126,18 +129,16 @@ def explain(content: dict) -> Verdict | None:
              for case in content.get("cases", {}).values()}
     if any(key not in cases for key in CASES):
         return None
-    drops = [100 * (cases[(criterion, "freeze_init")]["end_test_accuracy"]
-                    - cases[(criterion, "freeze_init")]["frozen_zeroed_test_accuracy"])
-             for criterion in ("large_final", "random")]
+    drops = {criterion: 100 * (cases[(criterion, "freeze_init")]["end_test_accuracy"]
+                               - cases[(criterion, "freeze_init")]["frozen_zeroed_test_accuracy"])
+             for criterion in ("large_final", "random")}
     worth = 100 * (cases[("random", "freeze_init")]["test_accuracy"]
                    - cases[("random", "zero")]["test_accuracy"])
-    uses = all(drop >= USES_POINTS for drop in drops)
-    return Verdict(uses, worth, uses and worth >= FEATURES_POINTS)
+    uses = all(drop >= USES_POINTS for drop in drops.values())
+    return Verdict(drops, uses, worth, uses and worth >= FEATURES_POINTS)
 
 
 def main(argv=None) -> int:
-    from tf_lth.cli.reproduce.execute import code_commit, run_all
-    from tf_lth.cli.reproduce.paper import BUDGETS, budget_for
 
     parser = argparse.ArgumentParser(prog="python -m tf_lth.cli.reproduce.mask_zero_why",
                                      description=__doc__.split("\n\n")[0])
