@@ -697,6 +697,11 @@ def test_mask_zero_claims_average_each_actions_seeds(tmp_path):
     assert "freeze_init_zero_all over 3 seeds: 98.50 ± 0.10%" in order["reason"]
 
 
+def idle(name):
+    """A page's `running_note` when no process holds any run directory."""
+    return None
+
+
 def test_timing_section_puts_estimate_beside_the_time_taken_over_all_invocations():
     import types
 
@@ -705,13 +710,13 @@ def test_timing_section_puts_estimate_beside_the_time_taken_over_all_invocations
     state = {"sub_runs": {"a": {"status": "done", "seconds": 300.0, "seconds_before": 600.0,
                                 "commits": ["aaaa", "bbbb"]},
                           "b": {"status": "stopped", "seconds": 60.0}}}
-    lines = report.timing_section(types.SimpleNamespace(runs=runs, state=state))
+    lines = report.timing_section(types.SimpleNamespace(runs=runs, state=state, running_note=idle))
     assert "| `a` | done | 10.0 | 15.0 | aaaa, bbbb |" in lines
     assert "| `b` | stopped | 2.0 | - | - |" in lines
     assert any("took 1.50x their estimate" in line for line in lines)  # 900 s of 600 s
     # two at once on two cores: a's compute (all of its 600 s) takes twice as long
     state.update(jobs=2, wall_seconds=1500.0, _complete={"a": True, "b": False})
-    lines = report.timing_section(types.SimpleNamespace(runs=runs, state=state))
+    lines = report.timing_section(types.SimpleNamespace(runs=runs, state=state, running_note=idle))
     assert "| `a` | done | 20.0 | 15.0 | aaaa, bbbb |" in lines
     text = "\n".join(lines)
     assert "took 0.75x their estimate" in text
@@ -720,7 +725,7 @@ def test_timing_section_puts_estimate_beside_the_time_taken_over_all_invocations
             "plan's 20.0 min for the whole plan (not all sub-runs are complete).") in text
     # a sub-run whose record says it ran alone is estimated alone, whatever the state says
     state["sub_runs"]["a"]["jobs"] = 1
-    lines = report.timing_section(types.SimpleNamespace(runs=runs, state=state))
+    lines = report.timing_section(types.SimpleNamespace(runs=runs, state=state, running_note=idle))
     assert "| `a` | done | 10.0 | 15.0 | aaaa, bbbb |" in lines
 
 
@@ -1191,10 +1196,12 @@ def test_a_sub_run_another_process_is_training_shows_as_running(tmp_path):
         assert page.status_note([run.name]) == [
             f"- `{run.name}`: **running** now (process {holder.pid}); 3 of "
             f"{run.rounds + 1} rounds finished"]
+        assert f"| `{run.name}` | running |" in "\n".join(report.timing_section(page))
     finally:
         holder.stdin.close()
         holder.wait(timeout=60)
     assert page.status_note([run.name]) == [f"- `{run.name}`: **stopped** — stale"]
+    assert f"| `{run.name}` | stopped |" in "\n".join(report.timing_section(page))
 
 
 def test_mask_one_claims_wait_for_every_action_to_reach_the_last_round(tmp_path):

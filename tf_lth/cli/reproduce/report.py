@@ -788,8 +788,10 @@ def timing_section(page: Page) -> list:
         estimate_s = duration(run, int(record.get("jobs") or page.state.get("jobs") or 1))
         if seconds is not None:
             estimated, taken = estimated + estimate_s, taken + seconds
-        rows.append([f"`{run.name}`", record.get("status", "not run")
-                     + (" (archived)" if record.get("archived") else ""),
+        status = record.get("status", "not run")
+        if status != "done" and page.running_note(run.name):
+            status = "running"  # its record is the last invocation's, a live one holds it
+        rows.append([f"`{run.name}`", status + (" (archived)" if record.get("archived") else ""),
                      f"{estimate_s / 60:.1f}",
                      "-" if seconds is None else f"{seconds / 60:.1f}",
                      ", ".join(record.get("commits", [])) or "-"])
