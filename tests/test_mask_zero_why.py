@@ -35,7 +35,7 @@ def smoke(tmp_path_factory):
     archive_dir = out_dir / "archive"
     process = run_cli("tf_lth.cli.reproduce.mask_zero_why", "--preset=mnist_fc",
                       "--budget=smoke", "--dataset=synthetic_mnist", f"--out_dir={out_dir}",
-                      f"--archive={archive_dir}")
+                      f"--archive={archive_dir}", "--jobs=2")
     return out_dir, archive_dir, process
 
 
