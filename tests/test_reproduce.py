@@ -312,6 +312,20 @@ def test_run_all_logs_progress_and_skips_complete_runs(tmp_path, monkeypatch):
         assert set(json.load(stream)["sub_runs"]) == {run.name for run in runs}
 
 
+
+def test_a_starting_line_gives_the_estimate_at_the_jobs_it_runs_with(tmp_path, monkeypatch):
+    runs = plan.plan("mnist_fc", paper.budget_for("mnist_fc", "paper"))[:3]
+    monkeypatch.setattr(execute, "execute", lambda run, *args: {"status": "done",
+                                                                "seconds": 1.0})
+    lines = []
+    execute.run_all(runs, str(tmp_path), None, {}, str(tmp_path / "r.json"), jobs=2,
+                    log=lines.append)
+    for run in runs:
+        # by hand: start-up as it is, training at half the threads takes twice as long
+        doubled = run.fixed_s + 2 * (run.estimate_s - run.fixed_s)
+        assert any(line.endswith(f"{run.name}: starting (estimate {doubled / 60:.1f} min at "
+                                 "--jobs=2)") for line in lines), (run.name, lines)
+
 def test_report_marks_every_claim_and_draws_every_figure(tmp_path):
     budget = tiny_budget()
     runs = plan.plan("mnist_fc", budget)

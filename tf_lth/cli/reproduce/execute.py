@@ -386,7 +386,7 @@ def run_all(runs: list, out_dir: str, data_dir: str | None, state: dict, state_p
                       f"from {archive_dir} to train it again"}
         else:
             log(f"[{position[run.name]}/{len(runs)}] {run.name}: starting "
-                f"(estimate {minutes(run.estimate_s)})")
+                f"(estimate {minutes(duration(run, jobs))} at --jobs={jobs})")
             try:
                 record = execute(run, out_dir, data_dir, log, threads,
                                  max(900.0, run.estimate_s))
