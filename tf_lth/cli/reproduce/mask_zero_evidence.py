@@ -123,8 +123,8 @@ def why_summary(content: dict | None) -> str:
                 "whole initial network, whose frozen weights the trained ones use as random "
                 f"features (worth {verdict.features_worth:+.1f} points with a random mask); "
                 "see \"What the frozen weights do\" below.")
-    return ("The frozen weights were measured as random features and do not explain it; "
-            "see \"What the frozen weights do\" below.")
+    return ("What the frozen weights contribute was measured, and by its rules they do not "
+            "explain it as random features; see \"What the frozen weights do\" below.")
 
 
 def why_lines(content: dict | None) -> list:

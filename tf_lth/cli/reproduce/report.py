@@ -16,8 +16,8 @@ from tf_lth.cli.reproduce import ROOT, archive, mask_zero_why
 from tf_lth.cli.reproduce.claims import markdown_table as _table
 from tf_lth.cli.reproduce.claims import (FREEZE_INIT_CLAIM, at_round, block_claim,
                                      criteria_claims, curve, load_results, mask_one_claims,
-                                     mask_zero_claims, mean_curve, pct, seed_stats, untrained_claims,
-                                     untrained_table, weights_label)
+                                     mask_zero_claims, mean_curve, pct, seed_stats,
+                                     untrained_claims, untrained_table, weights_label)
 from tf_lth.cli.reproduce.execute import is_complete, now
 from tf_lth.cli.reproduce.mask_zero_evidence import evidence_lines, why_summary
 from tf_lth.cli.reproduce.paper import (CHANCE, FIGURE_CRITERIA, MASK_ONE_ACTIONS, MASK_ZERO_ACTIONS,
