@@ -1290,3 +1290,21 @@ def test_parallel_jobs_log_whole_lines_that_never_run_into_each_other():
     lines = stream.getvalue().split("\n")
     assert lines[-1] == ""  # ends with a newline
     assert sorted(lines[:-1]) == sorted(messages)
+
+
+def test_a_dependant_waits_for_a_source_started_in_the_same_pass():
+    """Two free jobs: the source starts, and its export must not start beside it."""
+    source = plan.SubRun("blocks/x", "blocks", "lottery", {})
+    dependant = plan.SubRun("export/x", "export", "export", {}, depends=("blocks/x",))
+    other = plan.SubRun("tfmot/y", "tfmot", "tfmot", {})
+    events = []
+
+    def work(run):
+        events.append(("start", run.name))
+        time.sleep(1.2 if run.name == "blocks/x" else 0.1)
+        events.append(("end", run.name))
+
+    execute._run_parallel([source, dependant, other], 2, work)
+    assert events.index(("end", "blocks/x")) < events.index(("start", "export/x"))
+    assert {name for kind, name in events if kind == "start"} == {"blocks/x", "export/x",
+                                                                    "tfmot/y"}

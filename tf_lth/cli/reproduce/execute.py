@@ -444,4 +444,5 @@ def _run_parallel(pending: list, jobs: int, work) -> None:
             thread = threading.Thread(target=work, args=(run,), name=run.name, daemon=True)
             thread.start()
             active.append(thread)
+            names_active.add(run.name)  # a sub-run started now holds back its dependants
         time.sleep(0.5)
