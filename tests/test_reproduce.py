@@ -743,6 +743,29 @@ def test_timing_section_puts_estimate_beside_the_time_taken_over_all_invocations
     assert "| `a` | done | 10.0 | 15.0 | aaaa, bbbb |" in lines
 
 
+
+def test_header_sets_wall_time_against_the_plans_wall_and_sums_whole_sub_run_times(tmp_path):
+    import types
+
+    runs = [plan.SubRun("a", "criteria", "lottery", {}, estimate_s=600.0),
+            plan.SubRun("b", "criteria", "lottery", {}, estimate_s=120.0)]
+    state = {"jobs": 2, "wall_seconds": 1500.0, "updated": "2026-12-06 12:00 UTC",
+             "_complete": {"a": True, "b": False},
+             "sub_runs": {"a": {"status": "done", "seconds": 300.0, "seconds_before": 600.0},
+                          "b": {"status": "stopped", "seconds": 60.0}}}
+    page = types.SimpleNamespace(preset="mnist_fc", budget=paper.budget_for("mnist_fc", "paper"),
+                                 runs=runs, state=state, out_dir=str(tmp_path),
+                                 seeds_text=lambda: "one seed", status_note=lambda names: [])
+    text = "\n".join(report.header_section(page))
+    # a's 900 s over both invocations (b is not finished); plan: 1200 s beside 240 s at 2 jobs,
+    # 720 s one at a time
+    assert ("1 of 2 complete; wall time 25.0 min over the recorded invocations against the "
+            "plan's 20.0 min for the whole plan with --jobs=2; the finished sub-runs' own times "
+            "add up to 15.0 min") in text
+    assert "one at a time the plan expects 12.0 min for all" in text
+    assert "not recorded" not in text
+
+
 # ---- issue 23: sparse training beside the ticket ------------------------------------------
 def test_sparse_section_decides_its_claims_by_rule_and_splices_into_an_existing_page(tmp_path):
     budget = paper.budget_for("mnist_fc", "default")
