@@ -1089,6 +1089,29 @@ def test_invocations_whose_time_was_lost_are_named_not_counted(tmp_path):
     assert "Not in that total: two invocations on a lost machine." in text
 
 
+
+def test_lost_invocations_are_floored_by_the_own_time_of_the_sub_runs_only_they_ran(tmp_path):
+    kept = str(tmp_path / "kept")
+    archive.add_invocation(kept, {"seconds": None, "what": "the lost ones",
+                                  "commits": ["aaaa", "bbbb"]})
+    archive.add_invocation(kept, {"seconds": 600.0})
+    runs = [plan.SubRun(name, "criteria", "lottery", {}, estimate_s=60.0)
+            for name in ("a", "b", "c", "d")]
+    state = {"jobs": 2, "sub_runs": {
+        "a": {"status": "done", "seconds": 1200.0, "commits": ["aaaa1111"]},
+        "b": {"status": "done", "seconds": 300.0, "seconds_before": 300.0,
+              "commits": ["aaaa1111", "bbbb2222"]},
+        "c": {"status": "done", "seconds": 9000.0, "commits": ["bbbb2222", "cccc3333"]},
+        "d": {"status": "stopped", "seconds": 9000.0, "commits": ["aaaa1111"]}}}
+    text = report.report("mnist_fc", tiny_budget(), runs, str(tmp_path / "b"),
+                         str(tmp_path / "R.md"), str(tmp_path / "f"), state,
+                         archive_dir=kept)
+    # a and b only (c also ran from a recorded commit, d did not finish): 1800 s
+    assert ("Not in that total: the lost ones; the 2 sub-runs that ran only from those "
+            "commits took 30.0 min of their own time (with two at once, at least 15.0 min "
+            "of wall time).") in text
+
+
 def test_archive_flag_refuses_a_file(tmp_path, capsys):
     target = tmp_path / "archive.txt"
     target.write_text("not a folder")

@@ -583,11 +583,14 @@ def tfmot_section(page: Page) -> list:
               for level in budget.tfmot_levels}
     tfmot_points = sorted(p for points in levels.values() for p in points)
     base_points = curve(loaded.get(BASELINE), max(budget.tfmot_levels or (0,)))
-    series = [points_series(base_points, "lottery ticket (large_final, iterative)",
+    seed = next((run.flags.get("seed") for run in page.runs if run.name == BASELINE), None)
+    which = "" if seed is None else f", seed {seed}"  # one seed each, the same one
+    series = [points_series(base_points, f"lottery ticket (large_final, iterative{which})",
                             color="black")]
     if tfmot_points:
         series.append(points_series(tfmot_points, "tfmot prune_low_magnitude (one round's "
-                                                  "budget)", color="tab:orange", marker="s"))
+                                                  f"budget{which})", color="tab:orange",
+                                    marker="s"))
     path = None
     if tfmot_points or base_points:
         path = curves_figure(series, page.figure("tfmot"),
@@ -601,8 +604,8 @@ def tfmot_section(page: Page) -> list:
         remaining = points[0][1] if points else base_weights.get(level)
         rows.append([level, pct(remaining, 1), pct(at_round(base_points, level)),
                      pct(points[0][2]) if points else "missing"])
-    lines += _table(["level (rounds)", "weights remaining (%)", "lottery ticket (%)",
-                     "tfmot gradual pruning (%)"], rows) + [""]
+    lines += _table(["level (rounds)", "weights remaining (%)", f"lottery ticket{which} (%)",
+                     f"tfmot gradual pruning{which} (%)"], rows) + [""]
     lines += ["Not in the paper: a standard pruning baseline for context. Each tfmot level "
               f"trains from the same initialisation for one round's budget "
               f"({budget.epochs_text()}), pruning gradually to the level's per-layer sparsity; "
@@ -813,8 +816,8 @@ def timing_section(page: Page) -> list:
              f"against the plan's {minutes(wall_estimate(page.runs, jobs))} for the whole plan"
              + ("" if all(page.state.get("_complete", {}).values()) else
                 " (not all sub-runs are complete)") + "." if wall else "")
-    unrecorded = [entry.get("what", "an invocation") for entry in
-                  archive.invocations(page.state.get("_archive"))
+    unrecorded = [entry.get("what", "an invocation") + _lost_sub_runs_time(page, entry)
+                  for entry in archive.invocations(page.state.get("_archive"))
                   if entry.get("seconds") is None]
     if unrecorded:
         total += f" Not in that total: {'; '.join(unrecorded)}."
@@ -825,6 +828,24 @@ def timing_section(page: Page) -> list:
             f"over the invocations that ran it{ratio}.{total} `commits` are the code versions "
             "that ran it, in order.", ""] + _table(
         ["sub-run", "status", "estimate (min)", "took (min)", "commits"], rows) + [""]
+
+
+def _lost_sub_runs_time(page: Page, entry: dict) -> str:
+    """For invocations whose wall time was lost, the own time of the finished sub-runs that
+    ran only from their `commits` (prefixes): with two sub-runs at once, their wall time was
+    at least half of it."""
+    commits = tuple(entry.get("commits") or ())
+    if not commits:
+        return ""
+    seconds = [record.get("seconds", 0.0) + record.get("seconds_before", 0.0)
+               for record in page.state.get("sub_runs", {}).values()
+               if record.get("status") == "done" and record.get("commits")
+               and all(commit.startswith(commits) for commit in record["commits"])]
+    if not seconds:
+        return ""
+    return (f"; the {len(seconds)} sub-runs that ran only from those commits took "
+            f"{minutes(sum(seconds))} of their own time (with two at once, at least "
+            f"{minutes(sum(seconds) / 2)} of wall time)")
 
 
 def report(preset: str, budget: Budget, runs: list, out_dir: str, results_path: str,
