@@ -709,6 +709,11 @@ def test_mask_zero_claims_average_each_actions_seeds(tmp_path):
     assert order["verdict"] == "reproduced"
     assert means["freeze_init_zero_all"][1] == pytest.approx(0.985)
     assert "freeze_init_zero_all over 3 seeds: 98.50 ± 0.10%" in order["reason"]
+    # the gaps are counted in the ticket's std only: said once, after the ticket's spread
+    assert freeze["reason"].count("gaps in units of that std") == 1
+    assert "freeze_init over 3 seeds: 96.00 ± 1.73% (mean ± std of the window mean)." \
+        in freeze["reason"]
+    assert "gaps in units" not in order["reason"]
 
 
 def idle(name):

@@ -103,13 +103,14 @@ def sigmas(gap, std) -> str:
     return f" ({abs(gap) / std:.1f} std)"
 
 
-def seed_note(label: str, stats: tuple) -> str:
-    """' label over n seeds: mean ± std (points)' for a claim's reason; '' with one seed."""
+def seed_note(label: str, stats: tuple, unit: bool = False) -> str:
+    """' label over n seeds: mean ± std' for a claim's reason; '' with one seed. `unit`:
+    this std is the one the reason's gaps are counted in."""
     mean, std, n = stats
     if std is None:
         return ""
     return (f" {label} over {n} seeds: {100 * mean:.2f} ± {100 * std:.2f}% (mean ± std of the "
-            "window mean); gaps in units of that std in parentheses.")
+            "window mean)" + ("; gaps in units of that std in parentheses." if unit else "."))
 
 
 def at_round(points: list, round_index: int):
@@ -245,7 +246,7 @@ def mask_one_claims(loaded: dict, budget: Budget) -> tuple:
     lt = window_mean(base, rounds) if rounds else None
     stats = window_stats(loaded, BASELINE, budget.seeds, rounds, budget.mask_one_rounds) \
         if rounds else (None, None, 0)
-    note = seed_note("the lottery ticket", stats)
+    note = seed_note("the lottery ticket", stats, unit=True)
     gaps = {}
     for action in present:
         value = window_mean(curves[action], rounds) if lt is not None else None
@@ -316,7 +317,8 @@ def mask_zero_claims(loaded: dict, budget: Budget) -> tuple:
             f"freeze_init {pct(freeze_mid)}% ({100 * (freeze_mid - lt_mid):+.2f} points"
             f"{sigmas(freeze_mid - lt_mid, std_mid[1]).replace(' (', ', ').rstrip(')')}). Rule: "
             f"freeze_init at least {100 * FAIL_GAP:g} point below."
-            + seed_note("zero (the lottery ticket)", std_mid) + spread("freeze_init", mid))))
+            + seed_note("zero (the lottery ticket)", std_mid, unit=True)
+            + spread("freeze_init", mid))))
     title = "variant 2 beats variant 1, which beats the lottery ticket at high sparsity"
     needed = ("freeze_init_zero_mask", "freeze_init_zero_all")
     if not base or any(a not in means for a in needed):

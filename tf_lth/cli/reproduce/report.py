@@ -191,7 +191,10 @@ class Page:
         self.claims += [(section, claim) for claim in claims]
         lines = []
         for title, verdict in claims:
-            lines.append(f"- **{verdict['verdict']}**: {title}. {verdict['reason']}")
+            reason = verdict["reason"]
+            if reason.split(" ", 1)[0].isalpha():  # a sentence, not a name like large_final
+                reason = reason[:1].upper() + reason[1:]
+            lines.append(f"- **{verdict['verdict']}**: {title}. {reason}")
             if verdict["verdict"] == "not reproduced":
                 evidence = " The subsection \"What was checked under the mask-0 claims\" " \
                     "below gives each seed and how the actions were checked against the " \
