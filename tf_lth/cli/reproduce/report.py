@@ -292,9 +292,8 @@ def _rel(path: str) -> str:
 def header_section(page: Page) -> list:
     preset, budget, runs, state = page.preset, page.budget, page.runs, page.state
     planned = {run.name for run in runs}
-    seconds = sum(record.get("seconds", 0.0) + record.get("seconds_before", 0.0)
-                  for name, record in state.get("sub_runs", {}).items()
-                  if name in planned and record.get("status") == "done")
+    seconds = sum(_time_taken(record) or 0.0 for name, record
+                  in state.get("sub_runs", {}).items() if name in planned)
     done = sum(1 for run in runs if state["_complete"][run.name])
     jobs = int(state.get("jobs") or 1)
     wall = state.get("wall_seconds")
@@ -793,14 +792,20 @@ def summary_section(page: Page) -> list:
                "reason beside each claim gives the measured values.", ""])
 
 
+def _time_taken(record: dict) -> float | None:
+    """A finished sub-run's seconds over every invocation that ran it; None unfinished."""
+    if record.get("status") != "done":
+        return None
+    return record.get("seconds", 0.0) + record.get("seconds_before", 0.0)
+
+
 def timing_section(page: Page) -> list:
     """Per sub-run: the plan's estimate beside the time it took (all invocations), and the
     code commits it ran from (a sub-run resumed across a code change names both)."""
     rows, estimated, taken = [], 0.0, 0.0
     for run in page.runs:
         record = page.state.get("sub_runs", {}).get(run.name) or {}
-        seconds = record.get("seconds", 0.0) + record.get("seconds_before", 0.0) \
-            if record.get("status") == "done" else None
+        seconds = _time_taken(record)
         estimate_s = duration(run, int(record.get("jobs") or page.state.get("jobs") or 1))
         if seconds is not None:
             estimated, taken = estimated + estimate_s, taken + seconds
@@ -840,9 +845,8 @@ def _lost_sub_runs_time(page: Page, entry: dict) -> str:
     commits = tuple(entry.get("commits") or ())
     if not commits:
         return ""
-    seconds = [record.get("seconds", 0.0) + record.get("seconds_before", 0.0)
-               for record in page.state.get("sub_runs", {}).values()
-               if record.get("status") == "done" and record.get("commits")
+    seconds = [_time_taken(record) for record in page.state.get("sub_runs", {}).values()
+               if _time_taken(record) is not None and record.get("commits")
                and all(commit.startswith(commits) for commit in record["commits"])]
     if not seconds:
         return ""
